@@ -61,8 +61,8 @@ def pixel_batch(transform: Callable) -> Callable[[dict], dict]:
         out = {"pixel_values": [transform(image.convert("RGB")) for image in batch["image"]]}
         if "label" in batch:
             out["labels"] = batch["label"]
-        if "patient_id" in batch:
-            out["patient_id"] = batch["patient_id"]
+        if "index" in batch:  # added by the loaders, to map gathered predictions back to rows
+            out["index"] = batch["index"]
         return out
 
     return apply

@@ -1,0 +1,122 @@
+"""Training images/s per backbone: the real input pipeline against synthetic in-GPU batches (the ceiling).
+
+    python -m benchmarks.train_throughput --data-dir PREPARED_OR_RAW [--backbones mobilenetv2 ...] \
+        [--batch-size 128] [--steps 40] [--num-workers 16] [--output benchmarks/results/train_throughput.json]
+
+The synthetic figure times the model step alone (forward, backward, optimizer; bf16 autocast and
+channels_last on a GPU) on one batch already on the device. The pipeline figure feeds the same step from
+the training DataLoader (datasets + the best preset's transforms), so it can only be lower. Both are
+measured in the same run, so their ratio holds whichever card ran it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import time
+from pathlib import Path
+
+import datasets
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+
+from training.backbones import BACKBONES, create_model, resolve_backbone
+from training.data import load_cnmc
+from training.evaluate import make_loader
+from training.presets import PRESETS
+from training.transforms import train_transform
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _rate(batches, step, device, warmup: int, steps: int, batch_size: int) -> float:
+    for batch in itertools.islice(batches, warmup):
+        step(batch)
+    _sync(device)
+    start = time.perf_counter()
+    for batch in itertools.islice(batches, steps):
+        step(batch)
+    _sync(device)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def measure(name: str, train_set: datasets.Dataset, args: argparse.Namespace) -> dict:
+    backbone = resolve_backbone(name)
+    accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    device = accelerator.device
+    model = create_model(backbone.timm_name, pretrained=False, drop_rate=0.25)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+    size = backbone.img_size
+
+    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        x, y = batch
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with accelerator.autocast():
+            loss = F.cross_entropy(model(x), y.to(device, non_blocking=True))
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    bs = args.batch_size
+    fixed = (torch.randn(bs, 3, size, size, device=device), torch.randint(0, 2, (bs,), device=device))
+    synthetic = _rate(itertools.repeat(fixed), step, device, args.warmup, args.steps, bs)
+
+    loader = make_loader(
+        train_set,
+        train_transform(accelerator.unwrap_model(model), PRESETS["best"].augmentation),
+        bs,
+        shuffle=True,
+        num_workers=args.num_workers,
+    )
+    batches = ((b["pixel_values"], b["labels"]) for b in itertools.cycle(loader))
+    loader_only = _rate(batches, lambda b: None, device, args.warmup, args.steps, bs)
+    pipeline = _rate(batches, step, device, args.warmup, args.steps, bs)
+    result = {
+        "backbone": backbone.timm_name,
+        "img_size": size,
+        "synthetic_img_per_s": round(synthetic, 1),
+        "pipeline_img_per_s": round(pipeline, 1),
+        "pipeline_fraction_of_ceiling": round(pipeline / synthetic, 3),
+        "loader_only_img_per_s": round(loader_only, 1),
+    }
+    print(json.dumps(result))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--backbones", nargs="+", default=[b.thesis_name for b in BACKBONES])
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--num-workers", type=int, default=16)
+    parser.add_argument("--output", default="benchmarks/results/train_throughput.json")
+    args = parser.parse_args()
+    dataset_dict = load_cnmc(args.data_dir, verify=False)
+    train_set = datasets.concatenate_datasets([s for n, s in dataset_dict.items() if n.startswith("fold_")])
+    results = [measure(name, train_set, args) for name in args.backbones]
+    output = {
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "batch_size": args.batch_size,
+        "precision": "bf16 autocast, channels_last" if torch.cuda.is_available() else "fp32",
+        "num_workers": args.num_workers,
+        "results": results,
+    }
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(output, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Load a trained model, with its preprocessing and labels, from a local folder or the Hugging Face Hub.
+
+``source`` is a folder written by :func:`hub.export.export_model`, ``hf-hub:ORG/NAME`` or ``ORG/NAME``. Hub
+models go through ``huggingface_hub.snapshot_download``, which with ``HF_HUB_OFFLINE=1`` serves the local cache.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import httpx2
+import timm
+import torch
+from huggingface_hub import constants, snapshot_download
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import validate_repo_id
+
+from hub.export import CALIBRATION_NAME, CONFIG_NAME, WEIGHTS_NAME
+from training.transforms import eval_transform
+
+HUB_PREFIX = "hf-hub:"
+# Only what the model needs: the card and plots stay on the Hub.
+_MODEL_FILES = [CONFIG_NAME, WEIGHTS_NAME, CALIBRATION_NAME]
+
+
+class ModelLoadError(OSError):
+    """The model can't be found or fetched; the message says why, in one line."""
+
+
+class LoadedModel(NamedTuple):
+    model: torch.nn.Module  # in eval mode, on the requested device
+    transform: Callable  # PIL image -> input tensor, from the model's own pretrained_cfg
+    label_names: list[str]  # by class index: ["hem", "all"]
+    folder: Path  # the local folder the model was read from (a cache snapshot for Hub models)
+    temperature: float | None  # from calibration.json: divide the logits by it before softmax
+
+
+def load_model(source: str, device: str | torch.device = "cpu", *, cache_dir: str | Path | None = None) -> LoadedModel:
+    """Load ``source`` (a local folder, ``hf-hub:ORG/NAME`` or ``ORG/NAME``) ready for inference."""
+    folder = resolve_folder(source, cache_dir=cache_dir)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).to(device).eval()
+    return LoadedModel(model, eval_transform(model), _label_names(config, model), folder, _temperature(folder))
+
+
+def resolve_folder(source: str, *, cache_dir: str | Path | None = None) -> Path:
+    """The local folder holding ``source``'s config.json and weights, downloading a Hub model if needed."""
+    path = Path(source).expanduser()
+    if source.startswith(HUB_PREFIX) or (not path.exists() and _looks_like_repo_id(source)):
+        folder = _download(source.removeprefix(HUB_PREFIX), cache_dir, named_as_hub=source.startswith(HUB_PREFIX))
+    elif path.is_dir():
+        folder = path
+    else:
+        raise ModelLoadError(f"Model folder not found: {path} (nor is it a Hub repo id like ORG/NAME)")
+    if not (folder / CONFIG_NAME).is_file():
+        raise ModelLoadError(f"{folder} holds no {CONFIG_NAME}: not a model folder written by hub.export")
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise ModelLoadError(f"{folder} holds no {WEIGHTS_NAME}: the model weights are missing")
+    return folder
+
+
+def _looks_like_repo_id(source: str) -> bool:
+    if source.count("/") != 1 or source.startswith((".", "/", "~")):
+        return False
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _download(repo_id: str, cache_dir: str | Path | None, *, named_as_hub: bool) -> Path:
+    where = f"Hub model {repo_id}" + ("" if named_as_hub else " (no local folder of that name either)")
+    try:
+        validate_repo_id(repo_id)
+        return Path(snapshot_download(repo_id, allow_patterns=_MODEL_FILES, cache_dir=cache_dir))
+    except HFValidationError as error:
+        raise ModelLoadError(f"Invalid Hub repo id {repo_id!r}: {error}") from error
+    except GatedRepoError as error:
+        raise ModelLoadError(f"{where} is gated: accept its terms on the Hub and log in (`hf auth login`)") from error
+    except RepositoryNotFoundError as error:
+        raise ModelLoadError(
+            f"{where} not found: check the name, or log in (`hf auth login` or HF_TOKEN) if it is private"
+        ) from error
+    except RevisionNotFoundError as error:
+        raise ModelLoadError(f"{where} has no main branch yet: push the model first") from error
+    except LocalEntryNotFoundError as error:
+        if constants.HF_HUB_OFFLINE:
+            raise ModelLoadError(
+                f"Offline (HF_HUB_OFFLINE=1) and no cached copy of {where}: "
+                "load it once online, or unset HF_HUB_OFFLINE, or pass a local model folder"
+            ) from error
+        raise ModelLoadError(
+            f"Could not reach the Hugging Face Hub for {where}, and it is not cached: check the network connection"
+        ) from error
+    except HfHubHTTPError as error:
+        status = error.response.status_code
+        if status == 401:
+            raise ModelLoadError(f"The Hub refused the token for {where} (HTTP 401): run `hf auth login`") from error
+        raise ModelLoadError(f"The Hub answered HTTP {status} for {where}: try again later") from error
+    except httpx2.TransportError as error:
+        raise ModelLoadError(f"Network failure fetching {where} ({type(error).__name__}): check the network") from error
+
+
+def _label_names(config: dict, model: torch.nn.Module) -> list[str]:
+    names = config.get("label_names") or {}
+    if isinstance(names, list):
+        names = dict(enumerate(names))
+    # timm also allows {index: name} (JSON turns the keys into strings) when some indices have no name.
+    names = {int(index): name for index, name in names.items()}
+    return [names.get(index, str(index)) for index in range(model.num_classes)]
+
+
+def _temperature(folder: Path) -> float | None:
+    file = folder / CALIBRATION_NAME
+    return float(json.loads(file.read_text())["temperature"]) if file.is_file() else None

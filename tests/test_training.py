@@ -1,0 +1,216 @@
+"""Training and evaluation end to end on real fixture cells, on the CPU, at a small image size."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FIXTURES
+from safetensors.torch import load_file
+
+from training import evaluate, train
+
+TINY = [
+    "--backbone",
+    "mobilenetv2",
+    "--data-dir",
+    str(FIXTURES),
+    "--no-pretrained",
+    "--img-size",
+    "64",
+    "--batch-size",
+    "8",
+    "--num-workers",
+    "0",
+    "--no-verify",
+]
+METRIC_KEYS = {
+    "accuracy",
+    "f1_weighted",
+    "f1_macro",
+    "precision",
+    "recall",
+    "specificity",
+    "balanced_accuracy",
+    "roc_auc",
+    "confusion_matrix",
+    "patient_accuracy",
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "mobilenetv2"
+    assert train.main([*TINY, "--output-dir", str(out), "--epochs", "1"]) == 0
+    return out
+
+
+def test_training_writes_a_complete_run(trained):
+    config = json.loads((trained / "run_config.json").read_text())
+    assert config["backbone"] == "mobilenetv2_100" and config["preset"] == "best" and config["pretrained"] is False
+    assert config["val_patients"] == ["16", "2", "H10", "H14"]  # fold_1 only
+    assert not set(config["train_patients"]) & set(config["val_patients"])
+    model_config = json.loads((trained / "model" / "config.json").read_text())
+    assert model_config["label_names"] == ["hem", "all"]
+    assert model_config["pretrained_cfg"]["input_size"] == [3, 64, 64]
+    assert model_config["pretrained_cfg"]["crop_pct"] == pytest.approx(320 / 450)
+    assert (trained / "model" / "model.safetensors").is_file()
+    result = json.loads((trained / "eval.json").read_text())
+    assert METRIC_KEYS <= set(result) and result["num_cells"] == 16 and result["epoch"] == 1
+    for name in ("training_curves.png", "eval_confusion_matrix.png", "eval_roc.png", "metrics.csv"):
+        assert (trained / name).stat().st_size > 0
+
+
+def test_evaluate_cli_scores_the_saved_model(trained, tmp_path):
+    output = tmp_path / "prelim.json"
+    assert (
+        evaluate.main(
+            [
+                "--model",
+                str(trained / "model"),
+                "--data-dir",
+                str(FIXTURES),
+                "--no-verify",
+                "--split",
+                "prelim_test",
+                "--output",
+                str(output),
+                "--tta",
+                "--num-workers",
+                "0",
+            ]
+        )
+        == 0
+    )
+    result = json.loads(output.read_text())
+    assert METRIC_KEYS <= set(result)
+    assert result["num_cells"] == 4 and result["num_patients"] == 2 and result["tta"] is True
+    assert result["split"] == "C-NMC 2019 prelim_test, patients unseen in training"
+    assert sum(map(sum, result["confusion_matrix"])) == 4
+    assert 0 <= result["f1_weighted"] <= 1
+    for suffix in ("_confusion_matrix.png", "_roc.png", "_predictions.csv"):
+        assert (tmp_path / f"prelim{suffix}").stat().st_size > 0
+
+
+def test_evaluate_flags_patients_seen_in_training(trained, tmp_path):
+    output = tmp_path / "train.json"
+    evaluate.main(
+        [
+            "--model",
+            str(trained / "model"),
+            "--data-dir",
+            str(FIXTURES),
+            "--no-verify",
+            "--folds",
+            "fold_0",
+            "--output",
+            str(output),
+            "--num-workers",
+            "0",
+        ]
+    )
+    assert "(includes 6 patient(s) seen in training)" in json.loads(output.read_text())["split"]
+
+
+def test_evaluate_refuses_unlabelled_cells(trained, tmp_path, capsys):
+    assert (
+        evaluate.main(
+            [
+                "--model",
+                str(trained / "model"),
+                "--data-dir",
+                str(FIXTURES),
+                "--no-verify",
+                "--split",
+                "final_test",
+                "--output",
+                str(tmp_path / "x.json"),
+            ]
+        )
+        == 2
+    )
+    assert "unlabelled" in capsys.readouterr().err
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    common = [*TINY, "--epochs", "2", "--max-train-cells", "16", "--max-val-cells", "8"]
+    assert train.main([*common, "--output-dir", str(straight)]) == 0
+    assert train.main([*common, "--output-dir", str(resumed), "--stop-after", "1"]) == 0
+    assert json.loads((resumed / "checkpoints" / "last" / "trainer_state.json").read_text())["epoch"] == 1
+    assert train.main([*common, "--output-dir", str(resumed), "--resume"]) == 0
+    a = load_file(straight / "checkpoints" / "last" / "model.safetensors")
+    b = load_file(resumed / "checkpoints" / "last" / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k]) for k in a)
+    rows = [(p / "metrics.csv").read_text().splitlines() for p in (straight, resumed)]
+    assert len(rows[0]) == len(rows[1]) == 3
+    assert rows[0][2].split(",")[:9] == rows[1][2].split(",")[:9]  # epoch 2, up to the timings
+
+
+def test_refuses_patient_leak_and_overwrite(trained, capsys):
+    args = [*TINY, "--output-dir", str(trained.parent / "leak"), "--train-folds", "fold_0", "fold_1"]
+    assert train.main([*args, "--val-folds", "fold_1"]) == 2
+    assert "both sides" in capsys.readouterr().err
+    assert train.main([*TINY, "--output-dir", str(trained), "--epochs", "1"]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_pretrained_offline_names_the_fix(tmp_path, capsys):
+    assert train.main([*TINY[:4], "--pretrained", *TINY[5:], "--output-dir", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "ImageNet weights" in err and "--no-pretrained" in err
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_same_metrics_as_one(trained, tmp_path):
+    """gather_for_metrics drops the padding of the last uneven batch, so the metrics match exactly."""
+    base = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
+    args = [
+        "-m",
+        "training.evaluate",
+        "--model",
+        str(trained / "model"),
+        "--data-dir",
+        str(FIXTURES),
+        "--no-verify",
+        "--folds",
+        "fold_1",
+        "--split",
+        "prelim_test",
+        "--batch-size",
+        "3",
+        "--num-workers",
+        "0",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    results = []
+    for processes in (1, 2):
+        output = tmp_path / f"p{processes}.json"
+        subprocess.run(
+            [*base, "--num_processes", str(processes), *args, "--output", str(output)],
+            check=True,
+            env=env,
+            cwd=Path(__file__).parents[1],
+            capture_output=True,
+        )
+        results.append(json.loads(output.read_text()))
+    assert results[0]["num_cells"] == results[1]["num_cells"] == 20  # 20 cells / (2 x 3) leaves an uneven tail
+    assert results[0]["confusion_matrix"] == results[1]["confusion_matrix"]
+    for key in METRIC_KEYS - {"confusion_matrix"}:
+        assert results[0][key] == pytest.approx(results[1][key]), key
+    for patient, one in results[0]["per_patient"].items():
+        assert one == pytest.approx(results[1]["per_patient"][patient]), patient

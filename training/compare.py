@@ -1,0 +1,153 @@
+"""Compare training runs: a markdown table beside the thesis's published numbers, a JSON file and a ROC overlay.
+
+    python -m training.compare runs/mobilenetv2-cv0 runs/mobilenetv2-cv1 ... --output results/
+
+Runs of the same backbone and preset (e.g. the folds of a cross-validation) are pooled: the table gives
+the mean and standard deviation over them, and the ROC overlay pools their out-of-fold predictions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from training import atomic
+from training.backbones import BACKBONES, resolve_backbone
+from training.plots import plot_roc
+
+# The thesis's Table 5.2: accuracy and F1 (%) on its test set, fine-tuned from ImageNet.
+THESIS = {
+    "mobilenetv2_100": (82.75, 82.48),
+    "inception_v3": (80.24, 79.96),
+    "vgg19_bn": (77.40, 76.37),
+    "resnetv2_101": (77.18, 76.19),
+}
+METRICS = ["f1_weighted", "accuracy", "roc_auc", "patient_accuracy"]
+
+
+def read_run(run_dir: Path) -> dict:
+    missing = [n for n in ("run_config.json", "eval.json") if not (run_dir / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{run_dir} lacks {', '.join(missing)}: is it a finished training run?")
+    run = {
+        "dir": str(run_dir),
+        "config": json.loads((run_dir / "run_config.json").read_text()),
+        "eval": json.loads((run_dir / "eval.json").read_text()),
+        "labels": [],
+        "scores": [],
+    }
+    predictions = run_dir / "eval_predictions.csv"
+    if predictions.is_file():
+        with predictions.open() as handle:
+            for row in csv.DictReader(handle):
+                run["labels"].append(int(row["label"]))
+                run["scores"].append(float(row["prob_all"]))
+    with (run_dir / "metrics.csv").open() as handle:
+        epochs = list(csv.DictReader(handle))
+    run["wall_seconds"] = sum(float(e["epoch_seconds"]) for e in epochs)
+    run["train_img_per_s"] = statistics.median(float(e["train_img_per_s"]) for e in epochs)
+    run["epochs"] = len(epochs)
+    return run
+
+
+def mean_sd(values: list[float]) -> dict:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "sd": None, "n": 0}
+    return {
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["config"]["backbone"], run["config"]["preset"]), []).append(run)
+    order = [b.timm_name for b in BACKBONES]
+    rows = []
+    for (backbone, preset), members in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
+        rows.append(
+            {
+                "backbone": backbone,
+                "display_name": resolve_backbone(backbone).display_name,
+                "preset": preset,
+                "pretrained": members[0]["config"]["pretrained"],
+                "runs": [m["dir"] for m in members],
+                "evaluated_on": sorted({m["eval"]["split"] for m in members}),
+                "epochs": [m["epochs"] for m in members],
+                **{k: mean_sd([m["eval"][k] for m in members]) for k in METRICS},
+                "wall_seconds": mean_sd([m["wall_seconds"] for m in members]),
+                "train_img_per_s": mean_sd([m["train_img_per_s"] for m in members]),
+                "thesis_accuracy": THESIS[backbone][0],
+                "thesis_f1": THESIS[backbone][1],
+            }
+        )
+    return rows
+
+
+def _fmt(stat: dict, scale: float = 1.0, digits: int = 3) -> str:
+    if stat["mean"] is None:
+        return "n/a"
+    text = f"{stat['mean'] * scale:.{digits}f}"
+    return text + (f" ± {stat['sd'] * scale:.{digits}f}" if stat["n"] > 1 else "")
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| Backbone | Preset | Start | Runs | Weighted F1 | Accuracy | ROC-AUC | Patient accuracy | Wall time (min) "
+        "| Train img/s | Thesis accuracy | Thesis F1 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['display_name']} | {r['preset']} | {'ImageNet' if r['pretrained'] else 'scratch'} | "
+            f"{len(r['runs'])} | {_fmt(r['f1_weighted'])} | {_fmt(r['accuracy'])} | {_fmt(r['roc_auc'])} | "
+            f"{_fmt(r['patient_accuracy'])} | {_fmt(r['wall_seconds'], 1 / 60, 1)} | "
+            f"{_fmt(r['train_img_per_s'], 1, 0)} | {r['thesis_accuracy']:.2f} % | {r['thesis_f1']:.2f} % |"
+        )
+    splits = sorted({s for r in rows for s in r["evaluated_on"]})
+    lines += [
+        "",
+        "Our numbers are mean ± standard deviation over the runs, each measured on patients that run never "
+        "trained on: " + "; ".join(splits) + ".",
+        "The thesis's numbers are its test-set accuracy and F1 as published (Table 5.2), fine-tuned from "
+        "ImageNet weights; its 95 % validation against 82 % test suggests its validation split shared patients "
+        "with training.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.compare", description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="training run folders")
+    parser.add_argument("--output", required=True, type=Path)
+    args = parser.parse_args(argv)
+    try:
+        runs = [read_run(d) for d in args.runs]
+    except (FileNotFoundError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    rows = summarize(runs)
+    atomic.write_text(args.output / "comparison.md", markdown(rows))
+    atomic.write_text(args.output / "comparison.json", json.dumps(rows, indent=2) + "\n")
+    curves = {}
+    for row in rows:
+        members = [r for r in runs if r["dir"] in row["runs"] and r["labels"]]
+        if members:
+            curves[f"{row['display_name']} ({row['preset']})"] = (
+                [y for m in members for y in m["labels"]],
+                [s for m in members for s in m["scores"]],
+            )
+    plot_roc(curves, args.output / "roc_overlay.png", title="Out-of-fold ROC, patients unseen in training")
+    print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

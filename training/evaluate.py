@@ -1,0 +1,186 @@
+"""Evaluate a saved model on C-NMC cells, by patient, and write the metrics with their plots.
+
+    python -m training.evaluate --model SOURCE --data-dir PATH --folds fold_2 [--split prelim_test] \
+        --output FILE.json [--tta]
+
+SOURCE is a model folder or a Hub id (``hf-hub:ORG/NAME``). Beside FILE.json it writes
+FILE_confusion_matrix.png, FILE_roc.png and FILE_predictions.csv. Runs on CPU or GPU, and under
+``accelerate launch`` on several processes with the same result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+
+import datasets
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from training import atomic
+from training.data import UNKNOWN_LABEL, CNMCDataError, add_data_arguments, load_from_args
+from training.metrics import cnmc_metric
+from training.plots import plot_confusion_matrix, plot_roc
+from training.transforms import pixel_batch
+
+logger = logging.getLogger(__name__)
+
+
+def collate(examples: list[dict]) -> dict:
+    batch = {"pixel_values": torch.stack([e["pixel_values"] for e in examples])}
+    for key in ("labels", "index"):
+        if key in examples[0]:
+            batch[key] = torch.tensor([e[key] for e in examples])
+    return batch
+
+
+def make_loader(
+    dataset: datasets.Dataset, transform, batch_size: int, *, shuffle: bool, num_workers: int, seed: int = 0
+) -> DataLoader:
+    """A DataLoader over ``dataset`` decoded and transformed on the fly, keeping each row's index."""
+    if "index" not in dataset.column_names:
+        dataset = dataset.add_column("index", list(range(len(dataset))))
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset.with_transform(pixel_batch(transform)),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        collate_fn=collate,
+        generator=generator,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+    )
+
+
+@torch.inference_mode()
+def predict(
+    model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, *, tta: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Softmax probabilities, labels and row indices over the whole loader, gathered from all processes."""
+    model.eval()
+    probs, labels, index = [], [], []
+    for batch in tqdm(loader, desc="Evaluating", disable=not accelerator.is_local_main_process, leave=False):
+        x = batch["pixel_values"]
+        # TTA: cells have no orientation, so flipped views are equally valid inputs; average their votes.
+        views = [x, x.flip(-1), x.flip(-2), x.flip(-1, -2)] if tta else [x]
+        p = torch.stack([model(v).float().softmax(-1) for v in views]).mean(0)
+        p, y, i = accelerator.gather_for_metrics((p, batch["labels"], batch["index"]))
+        probs.append(p.cpu())
+        labels.append(y.cpu())
+        index.append(i.cpu())
+    return torch.cat(probs), torch.cat(labels), torch.cat(index)
+
+
+def report(probs: torch.Tensor, labels: torch.Tensor, patient_ids: list[str], **context) -> dict:
+    """All metrics of the project's evaluate module, with ``context`` (model, split, ...) in front."""
+    metric = cnmc_metric()
+    scores = probs[:, 1]
+    metric.add_batch(
+        predictions=probs.argmax(-1).tolist(),
+        references=labels.tolist(),
+        scores=scores.tolist(),
+        patient_ids=patient_ids,
+    )
+    return {**context, **metric.compute()}
+
+
+def write_report(
+    result: dict,
+    output: str | Path,
+    *,
+    paths: list[str],
+    patient_ids: list[str],
+    labels: list[int],
+    scores: list[float],
+) -> None:
+    """FILE.json, plus the confusion matrix, the ROC curve and the per-cell predictions beside it."""
+    output = Path(output)
+    stem = output.with_suffix("")
+    atomic.write_text(output, json.dumps(result, indent=2) + "\n")
+    title = f"{result.get('model', '')} on {result.get('split', '')}"
+    plot_confusion_matrix(result["confusion_matrix"], f"{stem}_confusion_matrix.png", title=title)
+    plot_roc({result.get("model", "model"): (labels, scores)}, f"{stem}_roc.png", title=title)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "patient_id", "label", "prob_all"])
+    for row in zip(paths, patient_ids, labels, scores, strict=True):
+        writer.writerow([*row[:3], f"{row[3]:.6f}"])
+    atomic.write_text(f"{stem}_predictions.csv", buffer.getvalue())
+
+
+def evaluation_split(dataset_dict: datasets.DatasetDict, names: list[str]) -> datasets.Dataset:
+    missing = [n for n in names if n not in dataset_dict]
+    if missing:
+        raise CNMCDataError(f"Split(s) {missing} are not in the data; available: {list(dataset_dict)}")
+    dataset = datasets.concatenate_datasets([dataset_dict[n] for n in names])
+    if UNKNOWN_LABEL in dataset["label"]:
+        raise CNMCDataError(f"{names} hold unlabelled cells (final_test has no labels); they can't be scored.")
+    return dataset
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hub.load import load_model
+
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="model folder, hf-hub:ORG/NAME or ORG/NAME")
+    add_data_arguments(parser)
+    parser.add_argument("--folds", nargs="*", default=[], help="official folds to evaluate on, e.g. fold_2")
+    parser.add_argument("--split", nargs="*", default=[], help="other splits, e.g. prelim_test")
+    parser.add_argument("--output", required=True, help="FILE.json")
+    parser.add_argument("--tta", action="store_true", help="average over flipped views")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--num-workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    names = args.folds + args.split
+    if not names:
+        parser.error("name what to evaluate on with --folds and/or --split")
+    accelerator = Accelerator()
+    try:
+        dataset = evaluation_split(load_from_args(args), names)
+        loaded = load_model(args.model)
+    except (CNMCDataError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    split = f"C-NMC 2019 {'+'.join(names)}"
+    run_config = Path(loaded.folder).parent / "run_config.json"
+    if run_config.is_file():
+        seen = set(json.loads(run_config.read_text()).get("train_patients", [])) & set(dataset["patient_id"])
+        if seen:
+            logger.warning("%d evaluated patient(s) were in the training data: %s", len(seen), sorted(seen))
+            split += f" (includes {len(seen)} patient(s) seen in training)"
+        else:
+            split += ", patients unseen in training"
+    model = loaded.model.to(accelerator.device)
+    loader = accelerator.prepare(
+        make_loader(dataset, loaded.transform, args.batch_size, shuffle=False, num_workers=args.num_workers)
+    )
+    probs, labels, index = predict(model, loader, accelerator, tta=args.tta)
+    if accelerator.is_main_process:
+        rows = dataset.select_columns(["patient_id", "path"]).select(index.tolist())
+        result = report(probs, labels, rows["patient_id"], model=args.model, split=split, tta=args.tta)
+        write_report(
+            result,
+            args.output,
+            paths=rows["path"],
+            patient_ids=rows["patient_id"],
+            labels=labels.tolist(),
+            scores=probs[:, 1].tolist(),
+        )
+        print(
+            f"{split}: weighted F1 {result['f1_weighted']:.4f}, accuracy {result['accuracy']:.4f}, "
+            f"ROC-AUC {result['roc_auc']}, patient accuracy {result['patient_accuracy']:.3f} -> {args.output}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Training recipes. Every field can be overridden on the command line and is recorded in the run folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+from training.backbones import DEFAULT_CROP_PCT
+from training.transforms import Augmentation
+
+
+@dataclass(frozen=True)
+class Recipe:
+    epochs: int
+    batch_size: int
+    optimizer: str  # "adam" or "adamw"
+    lr: float
+    weight_decay: float
+    warmup_epochs: float  # linear warm-up, then cosine annealing to zero
+    drop_rate: float
+    label_smoothing: float
+    class_weights: bool  # weight the loss by inverse class frequency (ALL outnumbers HEM ~2:1)
+    ema_decay: float  # 0 turns the weight EMA off; the EMA weights are evaluated and saved when on
+    crop_pct: float  # fraction of the 450 px field kept by the centre crop, saved with the model
+    augmentation: Augmentation = field(default_factory=Augmentation)
+
+
+PRESETS: dict[str, Recipe] = {
+    # The thesis: Adam lr 0.01, cosine annealing, batch 32, dropout 0.25, flips, rotations and a centre-crop
+    # zoom with probability 0.7, plain cross-entropy, the whole field resized to the input size.
+    "thesis": Recipe(
+        epochs=30,
+        batch_size=32,
+        optimizer="adam",
+        lr=0.01,
+        weight_decay=0.0,
+        warmup_epochs=0,
+        drop_rate=0.25,
+        label_smoothing=0.0,
+        class_weights=False,
+        ema_decay=0.0,
+        crop_pct=1.0,
+        augmentation=Augmentation(hflip=0.5, vflip=0.5, rotation=90, zoom=0.2, zoom_prob=0.7),
+    ),
+    # Our recipe for training from scratch: AdamW, warm-up, label smoothing, class weights, stain/colour
+    # jitter, full rotations, EMA weights, and a fixed centre crop that keeps the cell's size.
+    "best": Recipe(
+        epochs=40,
+        batch_size=64,
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=0.05,
+        warmup_epochs=2,
+        drop_rate=0.25,
+        label_smoothing=0.1,
+        class_weights=True,
+        ema_decay=0.998,
+        crop_pct=DEFAULT_CROP_PCT,
+        augmentation=Augmentation(
+            hflip=0.5, vflip=0.5, rotation=180, zoom=0.1, zoom_prob=0.5, color_jitter=0.2, hue=0.02
+        ),
+    ),
+}
+
+RECIPE_FIELDS = [f.name for f in fields(Recipe) if f.name != "augmentation"]
+AUGMENTATION_FIELDS = [f.name for f in fields(Augmentation)]
+
+
+def build_recipe(preset: str, overrides: dict) -> Recipe:
+    """The preset with every non-None override applied (recipe and augmentation fields alike)."""
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    base = PRESETS[preset]
+    recipe_changes = {k: v for k, v in overrides.items() if k in RECIPE_FIELDS and v is not None}
+    aug_changes = {k: v for k, v in overrides.items() if k in AUGMENTATION_FIELDS and v is not None}
+    return replace(base, augmentation=replace(base.augmentation, **aug_changes), **recipe_changes)

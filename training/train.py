@@ -1,0 +1,363 @@
+"""Train one backbone on C-NMC with Accelerate, validating on patients it never sees.
+
+    accelerate launch -m training.train --backbone mobilenetv2 --data-dir PATH --output-dir runs/mobilenetv2 \
+        [--preset best|thesis] [--train-folds fold_0 --val-folds fold_1 | --cv-split FILE --cv-fold K] \
+        [--no-pretrained] [--resume] [--epochs N --lr X ...]
+
+The run folder gets run_config.json (every hyperparameter), metrics.csv (a row per epoch),
+training_curves.png, checkpoints/last (``accelerator.save_state`` after every epoch, for --resume),
+and model/: the best epoch by validation weighted F1, in timm's Hub format, with eval.json and its plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import get_type_hints
+
+import datasets
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import set_seed
+from sklearn.metrics import accuracy_score, f1_score
+from timm.optim import create_optimizer_v2
+from timm.utils import ModelEmaV3
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from hub.export import export_model
+from training import atomic
+from training.backbones import PretrainedWeightsUnavailable, create_model, resolve_backbone
+from training.data import CLASS_NAMES, CNMCDataError, add_data_arguments, load_from_args
+from training.evaluate import make_loader, predict, report, write_report
+from training.plots import plot_training_curves
+from training.presets import AUGMENTATION_FIELDS, PRESETS, RECIPE_FIELDS, Recipe, build_recipe
+from training.splits import load_assignment, split_by_assignment, split_by_folds
+from training.transforms import Augmentation, eval_transform, train_transform
+
+logger = logging.getLogger(__name__)
+METRIC_COLUMNS = [
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_accuracy",
+    "train_f1_weighted",
+    "val_loss",
+    "val_accuracy",
+    "val_f1_weighted",
+    "val_roc_auc",
+    "val_patient_accuracy",
+    "epoch_seconds",
+    "train_img_per_s",
+]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="training.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--backbone", required=True, help="mobilenetv2, vgg19, inceptionv3, resnet101v2 or timm name")
+    add_data_arguments(parser)
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--preset", default="best", choices=sorted(PRESETS))
+    parser.add_argument(
+        "--pretrained",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start from ImageNet weights (needs the Hub); --no-pretrained trains from scratch",
+    )
+    split = parser.add_argument_group("patient-disjoint split (official folds, or a fixed grouped k-fold)")
+    split.add_argument("--train-folds", nargs="+", default=["fold_0"])
+    split.add_argument("--val-folds", nargs="*", default=["fold_1"], help="none: train only, keep the last epoch")
+    split.add_argument("--cv-split", help="patient->fold JSON from `python -m training.splits make-cv`")
+    split.add_argument("--cv-fold", type=int, help="validate on this fold of --cv-split, train on the others")
+    recipe = parser.add_argument_group("recipe overrides (default: the preset's value)")
+    hints = get_type_hints(Recipe) | get_type_hints(Augmentation)
+    for name in RECIPE_FIELDS + AUGMENTATION_FIELDS:
+        kind = hints[name]
+        flag = f"--{name.replace('_', '-')}"
+        if kind is bool:
+            recipe.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            recipe.add_argument(flag, type=kind, default=None)
+    parser.add_argument("--img-size", type=int, help="input size (default: the backbone's, 224 or 299)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="else accelerate's setting")
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    parser.add_argument("--stop-after", type=int, help="end this invocation after N epochs (continue with --resume)")
+    parser.add_argument("--max-train-cells", type=int, help="random subset for smoke tests")
+    parser.add_argument("--max-val-cells", type=int, help="random subset for smoke tests")
+    return parser.parse_args(argv)
+
+
+def choose_split(
+    dataset_dict: datasets.DatasetDict, args: argparse.Namespace
+) -> tuple[datasets.Dataset, datasets.Dataset | None, str]:
+    """Train and validation sets, and a description of the validation data for reports."""
+    if args.cv_split:
+        if args.cv_fold is None:
+            raise ValueError("--cv-split needs --cv-fold")
+        meta = json.loads(Path(args.cv_split).read_text())
+        pooled = datasets.concatenate_datasets([dataset_dict[s] for s in meta["pooled_splits"]])
+        train, val = split_by_assignment(pooled, load_assignment(args.cv_split), args.cv_fold)
+        where = f"C-NMC 2019 {'+'.join(meta['pooled_splits'])}, cv fold {args.cv_fold} of {Path(args.cv_split).name}"
+        return train, val, f"{where}, patients unseen in training"
+    if not args.val_folds:
+        missing = [f for f in args.train_folds if f not in dataset_dict]
+        if missing:
+            raise ValueError(f"Fold(s) {missing} not in the data; available: {list(dataset_dict)}")
+        return datasets.concatenate_datasets([dataset_dict[f] for f in args.train_folds]), None, ""
+    train, val = split_by_folds(dataset_dict, args.train_folds, args.val_folds)
+    return train, val, f"C-NMC 2019 {'+'.join(args.val_folds)}, patients unseen in training"
+
+
+def subset(dataset: datasets.Dataset | None, size: int | None, seed: int) -> datasets.Dataset | None:
+    if dataset is None or size is None or size >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(size))
+
+
+def class_weights(labels: list[int]) -> torch.Tensor:
+    """Inverse class frequency, scaled to average 1."""
+    counts = torch.bincount(torch.tensor(labels), minlength=len(CLASS_NAMES)).float().clamp(min=1)
+    weights = counts.sum() / counts
+    return weights / weights.mean()
+
+
+def save_metrics(rows: list[dict], path: Path) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(path, buffer.getvalue())
+
+
+def load_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open() as handle:
+        return [
+            {k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(handle)
+        ]
+
+
+def run_config(args: argparse.Namespace, recipe: Recipe, train, val, val_description: str, accelerator) -> dict:
+    return {
+        "backbone": resolve_backbone(args.backbone).timm_name,
+        "preset": args.preset,
+        "pretrained": args.pretrained,
+        **{k: v for k, v in asdict(recipe).items() if k != "augmentation"},
+        "augmentation": asdict(recipe.augmentation),
+        "img_size": args.img_size or resolve_backbone(args.backbone).img_size,
+        "seed": args.seed,
+        "data_dir": str(args.data_dir),
+        "split": {
+            "train_folds": args.train_folds,
+            "val_folds": args.val_folds,
+            "cv_split": args.cv_split,
+            "cv_fold": args.cv_fold,
+        },
+        "val_description": val_description,
+        "train_cells": len(train),
+        "val_cells": len(val) if val is not None else 0,
+        "train_patients": sorted(set(train["patient_id"])),
+        "val_patients": sorted(set(val["patient_id"])) if val is not None else [],
+        "num_processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    }
+
+
+def train(args: argparse.Namespace) -> Path:
+    recipe = build_recipe(args.preset, vars(args))
+    out = Path(args.output_dir)
+    last = out / "checkpoints" / "last"
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    resume_from = atomic.existing_dir(last) if args.resume else None
+    if args.resume and resume_from is None:
+        raise ValueError(f"--resume: no checkpoint in {last}")
+    if not args.resume and atomic.existing_dir(last):
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose another --output-dir")
+    set_seed(args.seed)
+    with accelerator.main_process_first():
+        dataset_dict = load_from_args(args)
+    train_set, val_set, val_description = choose_split(dataset_dict, args)
+    train_set = subset(train_set, args.max_train_cells, args.seed)
+    val_set = subset(val_set, args.max_val_cells, args.seed)
+
+    model = create_model(
+        args.backbone,
+        pretrained=args.pretrained,
+        drop_rate=recipe.drop_rate,
+        img_size=args.img_size,
+        crop_pct=recipe.crop_pct,
+    )
+    if accelerator.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    train_loader = make_loader(
+        train_set,
+        train_transform(model, recipe.augmentation),
+        recipe.batch_size,
+        shuffle=True,
+        num_workers=args.num_workers,
+        seed=args.seed,
+    )
+    val_loader = (
+        make_loader(val_set, eval_transform(model), recipe.batch_size * 2, shuffle=False, num_workers=args.num_workers)
+        if val_set is not None
+        else None
+    )
+    optimizer = create_optimizer_v2(model, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes)
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, int(recipe.warmup_epochs * steps_per_epoch), recipe.epochs * steps_per_epoch
+    )
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    if val_loader is not None:
+        val_loader = accelerator.prepare(val_loader)
+    ema = ModelEmaV3(accelerator.unwrap_model(model), decay=recipe.ema_decay) if recipe.ema_decay else None
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+    weight = class_weights(train_set["label"]).to(accelerator.device) if recipe.class_weights else None
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=recipe.label_smoothing)
+
+    start_epoch, best_f1 = 0, -1.0
+    rows = load_metrics(out / "metrics.csv") if args.resume else []
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        state = json.loads((resume_from / "trainer_state.json").read_text())
+        start_epoch, best_f1 = state["epoch"], state["best_f1"]
+        rows = rows[:start_epoch]
+        accelerator.print(f"Resuming {out} after epoch {start_epoch}")
+    config = run_config(args, recipe, train_set, val_set, val_description, accelerator)
+    if accelerator.is_main_process:
+        atomic.write_text(out / "run_config.json", json.dumps(config, indent=2) + "\n")
+
+    for epoch in range(start_epoch, recipe.epochs):
+        set_seed(args.seed + epoch)  # a resumed run sees the same shuffles and augmentations
+        train_loader.set_epoch(epoch)
+        model.train()
+        started, seen, loss_sum, preds, targets = time.perf_counter(), 0, 0.0, [], []
+        bar = tqdm(
+            train_loader, desc=f"Epoch {epoch + 1}/{recipe.epochs}", disable=not accelerator.is_local_main_process
+        )
+        for batch in bar:
+            x = batch["pixel_values"]
+            if x.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            logits = model(x)
+            loss = loss_fn(logits, batch["labels"])
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(accelerator.unwrap_model(model))
+            p, y, batch_loss = accelerator.gather_for_metrics(
+                (logits.argmax(-1), batch["labels"], loss.detach().repeat(len(x)))
+            )
+            preds += p.tolist()
+            targets += y.tolist()
+            loss_sum += batch_loss.sum().item()
+            seen += len(y)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        train_seconds = time.perf_counter() - started
+        row = {
+            "epoch": epoch + 1,
+            "lr": scheduler.get_last_lr()[0],
+            "train_loss": loss_sum / seen,
+            "train_accuracy": accuracy_score(targets, preds),
+            "train_f1_weighted": f1_score(targets, preds, average="weighted", zero_division=0),
+            "train_img_per_s": seen / train_seconds,
+        }
+        eval_model = ema.module if ema is not None else model
+        improved = val_loader is None and epoch + 1 == recipe.epochs
+        if val_loader is not None:
+            probs, labels, index = predict(eval_model, val_loader, accelerator)
+            rows_val = val_set.select_columns(["patient_id", "path"]).select(index.tolist())
+            result = report(
+                probs,
+                labels,
+                rows_val["patient_id"],
+                model=str(out / "model"),
+                split=val_description,
+                epoch=epoch + 1,
+            )
+            row |= {
+                "val_loss": torch.nn.functional.nll_loss(probs.clamp_min(1e-8).log(), labels).item(),
+                "val_accuracy": result["accuracy"],
+                "val_f1_weighted": result["f1_weighted"],
+                "val_roc_auc": result["roc_auc"],
+                "val_patient_accuracy": result["patient_accuracy"],
+            }
+            improved = result["f1_weighted"] > best_f1
+        row["epoch_seconds"] = time.perf_counter() - started
+        rows.append(row)
+        if improved:
+            best_f1 = row.get("val_f1_weighted", best_f1)
+            if accelerator.is_main_process:
+                tmp = out / "model.tmp"
+                export_model(accelerator.unwrap_model(eval_model), tmp)
+                atomic.replace_dir(tmp, out / "model")
+                if val_loader is not None:
+                    write_report(
+                        result,
+                        out / "eval.json",
+                        paths=rows_val["path"],
+                        patient_ids=rows_val["patient_id"],
+                        labels=labels.tolist(),
+                        scores=probs[:, 1].tolist(),
+                    )
+        if accelerator.is_main_process:
+            save_metrics(rows, out / "metrics.csv")
+            accelerator.print(
+                f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} wF1 {row['train_f1_weighted']:.4f}"
+                + (
+                    f" | val loss {row['val_loss']:.4f} wF1 {row['val_f1_weighted']:.4f} acc {row['val_accuracy']:.4f}"
+                    f" AUC {row['val_roc_auc'] or float('nan'):.4f} patients {row['val_patient_accuracy']:.3f}"
+                    if val_loader is not None
+                    else ""
+                )
+                + f" | {row['train_img_per_s']:.0f} img/s{' *' if improved else ''}"
+            )
+        tmp_state = last.with_name("last.tmp")
+        accelerator.save_state(str(tmp_state))
+        if accelerator.is_main_process:
+            atomic.write_text(tmp_state / "trainer_state.json", json.dumps({"epoch": epoch + 1, "best_f1": best_f1}))
+            atomic.replace_dir(tmp_state, last)
+        accelerator.wait_for_everyone()
+        if args.stop_after and epoch + 1 - start_epoch >= args.stop_after and epoch + 1 < recipe.epochs:
+            accelerator.print(f"Stopping after epoch {epoch + 1} (--stop-after); continue with --resume")
+            break
+    if accelerator.is_main_process:
+        plot_training_curves(rows, out / "training_curves.png")
+    accelerator.end_training()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per checkpoint file is noise
+    datasets.disable_progress_bars()
+    args = parse_args(argv)
+    try:
+        train(args)
+    except (CNMCDataError, PretrainedWeightsUnavailable, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
