@@ -5,7 +5,8 @@
 
 The synthetic figure times the model step alone (forward, backward, optimizer; bf16 autocast and
 channels_last on a GPU) on one batch already on the device. The pipeline figure feeds the same step from
-the training DataLoader (datasets + the best preset's transforms), so it can only be lower. Both are
+the training DataLoader (datasets decoding on CPU workers, then the best preset's augmentation on the
+device), so it can only be lower. Both are
 measured in the same run, so their ratio holds whichever card ran it.
 """
 
@@ -27,7 +28,7 @@ from training.backbones import BACKBONES, create_model, resolve_backbone
 from training.data import load_cnmc
 from training.evaluate import make_loader
 from training.presets import PRESETS
-from training.transforms import train_transform
+from training.transforms import BatchAugment, FixedSizeTensor
 
 
 def _sync(device: torch.device) -> None:
@@ -57,10 +58,14 @@ def measure(name: str, train_set: datasets.Dataset, args: argparse.Namespace) ->
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     size = backbone.img_size
+    augment = BatchAugment(accelerator.unwrap_model(model), PRESETS["best"].augmentation).to(device)
 
     def step(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         x, y = batch
-        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        x = x.to(device, non_blocking=True)
+        if x.dtype == torch.uint8:  # a real batch: augment on the device, as training does
+            x = augment(x)
+        x = x.contiguous(memory_format=torch.channels_last)
         with accelerator.autocast():
             loss = F.cross_entropy(model(x), y.to(device, non_blocking=True))
         accelerator.backward(loss)
@@ -73,7 +78,7 @@ def measure(name: str, train_set: datasets.Dataset, args: argparse.Namespace) ->
 
     loader = make_loader(
         train_set,
-        train_transform(accelerator.unwrap_model(model), PRESETS["best"].augmentation),
+        FixedSizeTensor(train_set[0]["image"].width),
         bs,
         shuffle=True,
         num_workers=args.num_workers,

@@ -3,7 +3,7 @@
 import torch
 
 from training.backbones import create_model, resolve_backbone
-from training.transforms import Augmentation, data_config, eval_transform, pixel_batch, train_transform
+from training.transforms import Augmentation, BatchAugment, FixedSizeTensor, data_config, eval_transform, pixel_batch
 
 
 def test_eval_transform_follows_the_model_config(cnmc):
@@ -12,21 +12,41 @@ def test_eval_transform_follows_the_model_config(cnmc):
     image = cnmc["fold_0"][0]["image"]
     x = eval_transform(model)(image)
     assert x.shape == (3, 96, 96)
-    # Deterministic, and train with no augmentation equals eval exactly.
     assert torch.equal(x, eval_transform(model)(image))
-    assert torch.equal(x, train_transform(model, Augmentation())(image))
 
 
-def test_train_transform_randomises(cnmc):
+def test_batch_augment_without_augmentation_matches_eval(cnmc):
+    """Training's batched path has the same geometry and normalisation as the eval transform."""
+    model = create_model("mobilenetv2", pretrained=False, img_size=96)
+    images = cnmc["fold_0"][:8]["image"]
+    expected = torch.stack([eval_transform(model)(i) for i in images])
+    got = BatchAugment(model, Augmentation())(torch.stack([FixedSizeTensor(450)(i) for i in images]))
+    assert got.shape == expected.shape
+    assert (got - expected).abs().mean() < 0.03  # interpolation differs by under 2 grey levels on average
+
+
+def test_batch_augment_randomises_within_range(cnmc):
     model = create_model("mobilenetv2", pretrained=False, img_size=64)
-    aug = train_transform(
-        model,
-        Augmentation(hflip=0.5, vflip=0.5, rotation=180, zoom=0.2, zoom_prob=0.7, color_jitter=0.2, hue=0.02),
+    augment = BatchAugment(
+        model, Augmentation(hflip=0.5, vflip=0.5, rotation=180, zoom=0.2, zoom_prob=0.7, color_jitter=0.2, hue=0.02)
     )
-    image = cnmc["fold_0"][0]["image"]
-    outs = [aug(image) for _ in range(4)]
-    assert all(o.shape == (3, 64, 64) for o in outs)
-    assert not all(torch.equal(outs[0], o) for o in outs[1:])
+    x = torch.stack([FixedSizeTensor(128)(i) for i in cnmc["fold_0"][:4]["image"]])
+    assert x.dtype == torch.uint8 and x.shape == (4, 3, 128, 128)
+    outs = [augment(x) for _ in range(3)]
+    assert all(o.shape == (4, 3, 64, 64) for o in outs)
+    assert not torch.equal(outs[0], outs[1])
+    low = (0 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    high = (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    for o in outs:  # still valid normalised pixels
+        assert (o >= low.view(1, 3, 1, 1) - 1e-5).all() and (o <= high.view(1, 3, 1, 1) + 1e-5).all()
+
+
+def test_flip_only_augmentation_mirrors_exactly(cnmc):
+    model = create_model("mobilenetv2", pretrained=False, img_size=64)
+    x = torch.stack([FixedSizeTensor(128)(i) for i in cnmc["fold_0"][:2]["image"]])
+    plain = BatchAugment(model, Augmentation())(x)
+    flipped = BatchAugment(model, Augmentation(hflip=1.0))(x)
+    assert torch.allclose(flipped, plain.flip(-1), atol=1e-5)
 
 
 def test_pixel_batch_for_with_transform(cnmc):

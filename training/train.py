@@ -42,7 +42,7 @@ from training.evaluate import make_loader, predict, report, write_report
 from training.plots import plot_training_curves
 from training.presets import AUGMENTATION_FIELDS, PRESETS, RECIPE_FIELDS, Recipe, build_recipe
 from training.splits import load_assignment, split_by_assignment, split_by_folds
-from training.transforms import Augmentation, eval_transform, train_transform
+from training.transforms import Augmentation, BatchAugment, FixedSizeTensor, eval_transform
 
 logger = logging.getLogger(__name__)
 METRIC_COLUMNS = [
@@ -205,9 +205,10 @@ def train(args: argparse.Namespace) -> Path:
     )
     if accelerator.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    augment = BatchAugment(model, recipe.augmentation).to(accelerator.device)
     train_loader = make_loader(
         train_set,
-        train_transform(model, recipe.augmentation),
+        FixedSizeTensor(train_set[0]["image"].width),
         recipe.batch_size,
         shuffle=True,
         num_workers=args.num_workers,
@@ -253,7 +254,7 @@ def train(args: argparse.Namespace) -> Path:
             train_loader, desc=f"Epoch {epoch + 1}/{recipe.epochs}", disable=not accelerator.is_local_main_process
         )
         for batch in bar:
-            x = batch["pixel_values"]
+            x = augment(batch["pixel_values"])
             if x.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             logits = model(x)

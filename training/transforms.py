@@ -2,17 +2,21 @@
 
 The eval transform is timm's (``resolve_data_config`` + ``create_transform``) built from the
 ``pretrained_cfg`` saved with the model, so training, evaluation and the app can never disagree.
-The train transform is a few random augmentations in front of that same eval transform.
+Training decodes on the CPU and augments whole batches on its device (:class:`BatchAugment`), with the
+same geometry and normalisation taken from the same config.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from timm.data import create_transform, resolve_data_config
-from torchvision import transforms as T
+from torchvision.transforms.functional import pil_to_tensor
 
 
 @dataclass(frozen=True)
@@ -37,21 +41,90 @@ def eval_transform(model: torch.nn.Module) -> Callable:
     return create_transform(**data_config(model), is_training=False)
 
 
-def train_transform(model: torch.nn.Module, augmentation: Augmentation) -> Callable:
-    ops: list = []
-    a = augmentation
-    if a.hflip:
-        ops.append(T.RandomHorizontalFlip(a.hflip))
-    if a.vflip:
-        ops.append(T.RandomVerticalFlip(a.vflip))
-    if a.rotation:
-        ops.append(T.RandomRotation(a.rotation, interpolation=T.InterpolationMode.BILINEAR, fill=0))
-    if a.zoom and a.zoom_prob:
-        # An affine scale > 1 about the centre is a centre crop resized back: the thesis's zoom.
-        ops.append(T.RandomApply([T.RandomAffine(0, scale=(1.0, 1.0 + a.zoom))], p=a.zoom_prob))
-    if a.color_jitter or a.hue:
-        ops.append(T.ColorJitter(a.color_jitter, a.color_jitter, a.color_jitter, a.hue))
-    return T.Compose([*ops, eval_transform(model)])
+class BatchAugment(torch.nn.Module):
+    """Train-time augmentation of whole uint8 batches on the training device (GPU or CPU).
+
+    Per-image PIL augmentation costs ~6 ms of CPU per cell, which starves a GPU; here the loader only
+    decodes, and one batched resample does rotation, flips, zoom and the model's own centre crop. The
+    geometry follows the model's data config exactly as timm's eval transform does: resize the field to
+    ``floor(size / crop_pct)``, keep the centre ``size`` pixels, then normalise with its mean and std.
+    """
+
+    def __init__(self, model: torch.nn.Module, augmentation: Augmentation):
+        super().__init__()
+        config = data_config(model)
+        self.size = config["input_size"][-1]
+        self.resize = math.floor(self.size / config["crop_pct"])
+        self.mode = "bicubic" if config["interpolation"] == "bicubic" else "bilinear"
+        self.augmentation = augmentation
+        self.register_buffer("mean", torch.tensor(config["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config["std"]).view(1, 3, 1, 1), persistent=False)
+
+    def _uniform(self, n: int, low: float, high: float) -> torch.Tensor:
+        return torch.empty(n, device=self.mean.device).uniform_(low, high)
+
+    def _chance(self, n: int, p: float) -> torch.Tensor:
+        return torch.rand(n, device=self.mean.device) < p
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        a, n = self.augmentation, images.shape[0]
+        x = images.float().div_(255)
+        x = F.interpolate(x, size=(self.resize, self.resize), mode=self.mode, antialias=True).clamp_(0, 1)
+        # Output coordinates -> input coordinates: centre crop, zoom, rotation and flips in one affine map.
+        scale = torch.full((n,), self.size / self.resize, device=x.device)
+        if a.zoom and a.zoom_prob:
+            scale = torch.where(self._chance(n, a.zoom_prob), scale / self._uniform(n, 1.0, 1.0 + a.zoom), scale)
+        angle = self._uniform(n, -a.rotation, a.rotation).deg2rad()
+        flip_x = torch.where(self._chance(n, a.hflip), -1.0, 1.0)
+        flip_y = torch.where(self._chance(n, a.vflip), -1.0, 1.0)
+        cos, sin, zero = angle.cos() * scale, angle.sin() * scale, torch.zeros(n, device=x.device)
+        theta = torch.stack(
+            [torch.stack([cos * flip_x, -sin * flip_y, zero], -1), torch.stack([sin * flip_x, cos * flip_y, zero], -1)],
+            1,
+        )
+        grid = F.affine_grid(theta, [n, 3, self.size, self.size], align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if a.color_jitter:  # brightness, contrast and saturation, as torchvision's ColorJitter defines them
+            j = a.color_jitter
+            x = x * self._uniform(n, 1 - j, 1 + j).view(n, 1, 1, 1)
+            gray = _grayscale(x)
+            mean = gray.mean((-1, -2), keepdim=True)
+            x = (x - mean) * self._uniform(n, 1 - j, 1 + j).view(n, 1, 1, 1) + mean
+            gray = _grayscale(x)
+            x = (x - gray) * self._uniform(n, 1 - j, 1 + j).view(n, 1, 1, 1) + gray
+        if a.hue:  # rotate the chroma plane of YIQ: a hue shift without an HSV round trip
+            x = _hue_rotate(x, self._uniform(n, -a.hue, a.hue) * 2 * math.pi)
+        return (x.clamp_(0, 1) - self.mean) / self.std
+
+
+def _grayscale(x: torch.Tensor) -> torch.Tensor:
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
+
+
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def _hue_rotate(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    to_yiq = _RGB_TO_YIQ.to(x.device)
+    cos, sin, one, zero = angle.cos(), angle.sin(), torch.ones_like(angle), torch.zeros_like(angle)
+    rotation = torch.stack(
+        [torch.stack([one, zero, zero], -1), torch.stack([zero, cos, -sin], -1), torch.stack([zero, sin, cos], -1)], 1
+    )
+    matrix = torch.linalg.inv(to_yiq) @ rotation @ to_yiq  # (n, 3, 3)
+    return torch.einsum("nij,njhw->nihw", matrix, x)
+
+
+class FixedSizeTensor:
+    """The loader's only per-image work for training: decode to uint8 at one common size, so batches stack."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        if image.size != (self.size, self.size):
+            image = image.resize((self.size, self.size), Image.Resampling.BICUBIC)
+        return pil_to_tensor(image)
 
 
 def pixel_batch(transform: Callable) -> Callable[[dict], dict]:
