@@ -1,0 +1,241 @@
+"""The model card (the Hub repo's README.md), built from a trained run's own files.
+
+A run folder holds ``model/`` (config.json, model.safetensors, maybe calibration.json), ``run_config.json``
+(hyperparameters), ``eval.json`` (the saved model's validation evaluation) and the plots in :data:`PLOTS`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import timm
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from hub.export import CALIBRATION_NAME, CONFIG_NAME
+from training.backbones import resolve_backbone
+
+RUN_CONFIG_NAME = "run_config.json"
+EVAL_NAME = "eval.json"
+# File name -> caption; the card shows, and the repo carries, those the run has.
+PLOTS = {
+    "eval_confusion_matrix.png": "Confusion matrix on the validation patients",
+    "eval_roc.png": "ROC curve on the validation patients",
+    "training_curves.png": "Training curves",
+}
+# The TCIA collection's name; C-NMC is not a Hub dataset, so the Hub shows it unlinked.
+DATASET_ID = "C-NMC_2019"
+DATASET_NAME = "C-NMC 2019 (ALL Challenge of ISBI 2019)"
+DATASET_URL = "https://doi.org/10.7937/tcia.2019.dc64i46r"
+CITATION = (
+    "Gupta, A., & Gupta, R. (2019). ALL Challenge dataset of ISBI 2019 [Data set]. "
+    f"The Cancer Imaging Archive. {DATASET_URL}"
+)
+TAGS = ["image-classification", "timm", "medical", "leukemia"]
+# eval.json key -> (model-index metric type, display name); model-index carries these, the body all of _METRICS.
+_INDEXED = {
+    "accuracy": ("accuracy", "Accuracy"),
+    "f1_weighted": ("f1", "Weighted F1"),
+    "roc_auc": ("roc_auc", "ROC AUC"),
+    "patient_accuracy": ("patient_accuracy", "Patient accuracy"),
+}
+_METRICS = {
+    "accuracy": "Accuracy",
+    "balanced_accuracy": "Balanced accuracy",
+    "f1_weighted": "Weighted F1",
+    "f1_macro": "Macro F1",
+    "precision": "Precision (ALL)",
+    "recall": "Recall / sensitivity (ALL)",
+    "specificity": "Specificity (HEM)",
+    "roc_auc": "ROC AUC",
+    "patient_accuracy": "Patient accuracy (majority vote of the cells)",
+    "mean_patient_cell_accuracy": "Mean per-patient cell accuracy",
+}
+
+
+def read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: {what}")
+    return json.loads(path.read_text())
+
+
+def present_plots(run_dir: Path) -> list[Path]:
+    return [run_dir / name for name in PLOTS if (run_dir / name).is_file()]
+
+
+def base_model(config: dict) -> str:
+    """The Hub id of the ImageNet weights training started from, e.g. ``timm/mobilenetv2_100.ra_in1k``."""
+    name = config["architecture"]
+    tag = config.get("pretrained_cfg", {}).get("tag")
+    full = f"{name}.{tag}" if tag else name
+    registered = timm.models.get_pretrained_cfg(full)
+    return (registered.hf_hub_id if registered and registered.hf_hub_id else None) or f"timm/{full}"
+
+
+def model_card(model_dir: str | Path, *, repo_id: str) -> ModelCard:
+    """The card of ``model_dir``, whose run folder (its parent) holds run_config.json, eval.json and plots."""
+    model_dir = Path(model_dir)
+    run_dir = model_dir.parent
+    config = read_json(model_dir / CONFIG_NAME, "not a model folder written by hub.export")
+    run = read_json(run_dir / RUN_CONFIG_NAME, "the card needs the training run's hyperparameters")
+    evaluation = read_json(run_dir / EVAL_NAME, "the card needs the saved model's validation evaluation")
+    name = repo_id.split("/")[-1]
+    data = ModelCardData(
+        model_name=name,
+        library_name="timm",
+        license="apache-2.0",
+        tags=TAGS,
+        datasets=[DATASET_ID],
+        metrics=["accuracy", "f1"],
+        pipeline_tag="image-classification",
+        base_model=base_model(config) if run.get("pretrained") else None,
+        eval_results=[
+            EvalResult(
+                task_type="image-classification",
+                dataset_type=DATASET_ID,
+                dataset_name=DATASET_NAME,
+                dataset_split=evaluation["split"],
+                metric_type=metric_type,
+                metric_name=metric_name,
+                metric_value=evaluation[key],
+            )
+            for key, (metric_type, metric_name) in _INDEXED.items()
+            if evaluation.get(key) is not None
+        ],
+    )
+    calibrated = (model_dir / CALIBRATION_NAME).is_file()
+    body = _body(name, repo_id, config, run, evaluation, [p.name for p in present_plots(run_dir)], calibrated)
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+def _body(
+    name: str, repo_id: str, config: dict, run: dict, evaluation: dict, plots: list[str], calibrated: bool
+) -> str:
+    architecture = config["architecture"]
+    try:
+        display = resolve_backbone(architecture).display_name
+    except ValueError:
+        display = architecture
+    cfg = config.get("pretrained_cfg", {})
+    _, height, width = cfg.get("input_size", (3, "?", "?"))
+    start = (
+        f"fine-tuned from the ImageNet weights `{base_model(config)}`"
+        if run.get("pretrained")
+        else "trained from scratch (random initialisation, no ImageNet weights)"
+    )
+    sections = [
+        f"# {name}",
+        f"{display} (timm `{architecture}`), {start}, that classifies a single white-blood-cell microscope image "
+        "from C-NMC 2019 as **ALL** (acute lymphoblastic leukaemia, label 1, `all`) or **HEM** (healthy, "
+        "label 0, `hem`).\n\n"
+        "> **Research and education only. Not a medical device: do not use it to diagnose or treat anyone.**",
+        "## Intended use\n\n"
+        "Research on, and teaching of, blood-cell image classification: reproducing and comparing CNN baselines "
+        "on C-NMC 2019. It is **not** for diagnosis, screening or any clinical decision.",
+        "## Training data\n\n"
+        f"[C-NMC 2019]({DATASET_URL}) (the ALL Challenge of ISBI 2019): segmented single-cell images, 450 x 450 px, "
+        "of lymphoblasts from ALL patients and normal B cells from healthy donors, published on The Cancer "
+        f"Imaging Archive under CC BY 3.0.\n\n> {CITATION}\n\n"
+        f"Preprocessing (stored in `config.json`, applied by timm's eval transform): the centre "
+        f"{cfg.get('crop_pct', 1.0):.1%} of the field (the whole cell, at its real size), resized "
+        f"({cfg.get('interpolation', 'bicubic')}) to {height} x {width} px, normalised with mean {cfg.get('mean')} "
+        f"and std {cfg.get('std')}.",
+        _evaluation(evaluation, plots),
+        _usage(repo_id, calibrated),
+        "## Training hyperparameters\n\n" + _table(["hyperparameter", "value"], _flatten(run)),
+        _limitations(run),
+        "## Licence and citation\n\n"
+        "The model code and weights are released under Apache-2.0. The training images are C-NMC 2019, "
+        f"CC BY 3.0: credit them wherever this model is used.\n\n```\n{CITATION}\n```",
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def _evaluation(evaluation: dict, plots: list[str]) -> str:
+    (tn, fp), (fn, tp) = evaluation["confusion_matrix"]
+    metrics = _table(
+        ["metric", "value"],
+        [(label, _number(evaluation[key])) for key, label in _METRICS.items() if evaluation.get(key) is not None],
+    )
+    confusion = _table(["true \\ predicted", "HEM", "ALL"], [("HEM", tn, fp), ("ALL", fn, tp)])
+    figures = "\n\n".join(f"![{PLOTS[plot]}]({plot})" for plot in plots)
+    return (
+        "## Evaluation\n\n"
+        "Cells of one patient are highly correlated, so the model is evaluated **by patient**: no patient of the "
+        "validation data contributed a single cell to training (a random cell split scores far higher than the "
+        "model deserves).\n\n"
+        f"Evaluated on **{evaluation['split']}**: {evaluation['num_cells']:,} cells of "
+        f"{evaluation['num_patients']} patients. Positive class: ALL.\n\n"
+        f"{metrics}\n\nConfusion matrix (cells):\n\n{confusion}" + (f"\n\n{figures}" if figures else "")
+    )
+
+
+def _usage(repo_id: str, calibrated: bool) -> str:
+    calibration = (
+        "\n\n`calibration.json` holds a temperature T fitted on the validation patients: "
+        "`(logits / T).softmax(-1)` gives calibrated probabilities (the app applies it)."
+        if calibrated
+        else ""
+    )
+    return (
+        "## How to use\n\n"
+        "With timm (labels by index: 0 `hem`, 1 `all`):\n\n"
+        "```python\n"
+        "import timm\n"
+        "import torch\n"
+        "from PIL import Image\n\n"
+        f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True).eval()\n'
+        "transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))\n"
+        'x = transform(Image.open("cell.bmp").convert("RGB")).unsqueeze(0)\n'
+        "with torch.no_grad():\n"
+        "    probabilities = model(x).softmax(-1)[0]\n"
+        'print({"hem": probabilities[0].item(), "all": probabilities[1].item()})\n'
+        "```\n\n"
+        "With transformers (through its timm wrapper):\n\n"
+        "```python\n"
+        "from transformers import pipeline\n\n"
+        f'classifier = pipeline("image-classification", model="{repo_id}")\n'
+        'classifier("cell.bmp")\n'
+        "```\n\n"
+        "In this project's app and tools (`hub.load` returns the model, its transform, labels and temperature):\n\n"
+        "```python\n"
+        "from hub.load import load_model\n\n"
+        f'loaded = load_model("{repo_id}")\n'
+        "```" + calibration
+    )
+
+
+def _limitations(run: dict) -> str:
+    items = [
+        "Not validated clinically; a research baseline only.",
+        "Trained and evaluated on part of C-NMC 2019 only (the labelled official training folds at hand, "
+        "a few dozen patients), not on the challenge's test sets; patient-level results rest on few patients.",
+        "Single site, single staining protocol: other labs, stains, microscopes or cameras will shift the images "
+        "and the model has not seen such shifts.",
+        "Expects one cell, segmented and centred on a black background, as in C-NMC; raw smears, other cell "
+        "types or other segmentations are out of scope.",
+    ]
+    if not run.get("pretrained"):
+        items.insert(1, "Trained from scratch (no ImageNet pre-training), which usually generalises worse.")
+    return "## Limitations\n\n" + "\n".join(f"- {item}" for item in items)
+
+
+def _flatten(values: dict, prefix: str = "") -> list[tuple[str, str]]:
+    rows = []
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            rows += _flatten(value, f"{prefix}{key}.")
+        else:
+            rows.append((f"{prefix}{key}", ", ".join(map(str, value)) if isinstance(value, list) else str(value)))
+    return rows
+
+
+def _number(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _table(header: list[str], rows: list[tuple]) -> str:
+    def line(cells: tuple) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])

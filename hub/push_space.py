@@ -1,0 +1,117 @@
+"""Publish the app as a Gradio Space on the Hugging Face Hub.
+
+Usage::
+
+    python -m hub.push_space --repo-id ORG/NAME [--private]
+    python -m hub.push_space --repo-id ORG/NAME --dry-run [--out DIR]
+
+The Space gets app.py, requirements.txt, training/, hub/, models/ (if present) and a README.md whose YAML header
+pins the Gradio version of requirements.txt and lists the four model repos of :mod:`hub.registry`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from huggingface_hub import SpaceCard, SpaceCardData
+
+from hub.card import CITATION
+from hub.registry import MODELS, ROOT
+from hub.upload import HubError, check_repo_id, new_folder, run, upload
+
+FILES = ["app.py", "requirements.txt"]
+FOLDERS = ["training", "hub", "models"]  # models/ only when present
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+
+
+def gradio_version(requirements: Path) -> str:
+    """The ``gradio==X`` pin of requirements.txt: the Space must run the Gradio the app was tested with."""
+    match = re.search(r"^gradio==([\w.]+)\s*$", requirements.read_text(), re.MULTILINE)
+    if not match:
+        raise HubError(f"{requirements} pins no Gradio version (a line gradio==X.Y.Z); the Space needs one")
+    return match[1]
+
+
+def space_card(sdk_version: str) -> SpaceCard:
+    data = SpaceCardData(
+        title="C-NMC ALL detector",
+        emoji="🩸",
+        colorFrom="red",
+        colorTo="indigo",
+        sdk="gradio",
+        sdk_version=sdk_version,
+        python_version="3.11",
+        app_file="app.py",
+        license="apache-2.0",
+        models=[model.repo_id for model in MODELS],
+        short_description="ALL vs healthy blood cells (C-NMC 2019), research only",
+        tags=["medical", "leukemia", "image-classification"],
+    )
+    body = (
+        "# C-NMC ALL detector\n\n"
+        "Classifies a single white-blood-cell microscope image as acute lymphoblastic leukaemia (ALL) or healthy "
+        "(HEM) with four CNNs trained on C-NMC 2019 and evaluated on patients unseen in training.\n\n"
+        "**Research and education only, not for diagnosis.**\n\n"
+        f"Training images: C-NMC 2019, CC BY 3.0.\n\n> {CITATION}\n"
+    )
+    return SpaceCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+def build_space_repo(out: Path, root: Path = ROOT) -> list[str]:
+    """Write the Space's files into the empty folder ``out``; return the top-level names."""
+    for name in FILES:
+        if not (root / name).is_file():
+            raise HubError(f"{root / name} is missing: the Space needs it")
+        shutil.copy2(root / name, out / name)
+    for name in FOLDERS:
+        if (root / name).is_dir():
+            shutil.copytree(root / name, out / name, ignore=_IGNORE)
+    space_card(gradio_version(root / "requirements.txt")).save(out / "README.md")
+    return sorted(p.name for p in out.iterdir())
+
+
+def push_space(repo_id: str, *, private: bool = False, out: str | Path | None = None) -> str:
+    check_repo_id(repo_id)
+    folder = new_folder(out)
+    try:
+        build_space_repo(folder)
+        return upload(
+            folder,
+            repo_id,
+            repo_type="space",
+            space_sdk="gradio",
+            private=private,
+            # The Space mirrors the app: code removed here goes there too, in the same commit.
+            delete_patterns=[f"{name}/**" for name in FOLDERS],
+            commit_message="Upload the app",
+        )
+    finally:
+        if out is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def dry_run(repo_id: str, *, out: str | Path | None = None) -> str:
+    check_repo_id(repo_id)
+    folder = new_folder(out)
+    files = build_space_repo(folder)
+    return f"Dry run: Space {repo_id} would get {', '.join(files)}, written to {folder}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hub.push_space", description=__doc__.split("\n")[0])
+    parser.add_argument("--repo-id", required=True, help="ORG/NAME of the Space")
+    parser.add_argument("--private", action="store_true", help="create the Space private")
+    parser.add_argument("--dry-run", action="store_true", help="only build the Space folder; upload nothing")
+    parser.add_argument("--out", help="where to build the Space folder (must be new or empty)")
+    args = parser.parse_args(argv)
+    if args.dry_run:
+        return run(lambda: dry_run(args.repo_id, out=args.out))
+    return run(lambda: push_space(args.repo_id, private=args.private, out=args.out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,389 @@
+"""Export, model card, loading and publishing: offline, on the CPU, with a tiny random MobileNetV2.
+
+The Hub is never contacted: Hub loading is served from a cache laid out like huggingface_hub's, and uploads go
+to a fake ``HfApi`` (its two network methods replaced).
+"""
+
+import json
+import re
+from pathlib import Path
+
+import httpx2
+import pytest
+import timm
+import torch
+import yaml
+from conftest import CNMC_ROOT
+from huggingface_hub import HfApi, constants
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+from PIL import Image
+
+from hub import push, push_space, registry
+from hub.card import model_card
+from hub.export import export_model, transformers_compatible
+from hub.load import ModelLoadError, load_model
+from training.backbones import BACKBONES, create_model
+from training.transforms import eval_transform
+
+CELL = sorted((CNMC_ROOT / "training_data" / "fold_0" / "all").glob("*.webp"))[0]
+REPO_ID = "cnmc-test/tiny-mobilenetv2"
+FAKE_TOKEN = "hf_abcdefghijklmnopqrstuvwxyz0123"
+RUN_CONFIG = {
+    "backbone": "mobilenetv2_100",
+    "preset": "thesis",
+    "pretrained": False,
+    "epochs": 3,
+    "lr": 0.0003,
+    "batch_size": 32,
+    "optimizer": "adamw",
+    "img_size": 64,
+    "augmentation": {"hflip": 0.5, "rotation": 180},
+    "train_patients": ["3", "11"],
+    "val_description": "C-NMC 2019 fold_1, patients unseen in training",
+    "a_new_knob": "rendered too",
+}
+EVAL = {
+    "model": "runs/tiny/model",
+    "split": "C-NMC 2019 fold_1, patients unseen in training",
+    "num_cells": 16,
+    "num_patients": 4,
+    "accuracy": 0.8125,
+    "f1_weighted": 0.80625,
+    "f1_macro": 0.7833,
+    "precision": 0.8333,
+    "recall": 0.9091,
+    "specificity": 0.6,
+    "balanced_accuracy": 0.7545,
+    "roc_auc": 0.8727,
+    "confusion_matrix": [[3, 2], [1, 10]],
+    "patient_accuracy": 0.75,
+    "mean_patient_cell_accuracy": 0.8,
+    "per_patient": {"3": {"label": 1, "cells": 4, "accuracy": 1.0}},
+}
+_REQUEST = httpx2.Request("GET", "https://huggingface.co/api/models/cnmc-test/elsewhere")
+PRESENT_PLOTS = ["eval_confusion_matrix.png", "training_curves.png"]  # eval_roc.png missing on purpose
+REPO_FILES = {"README.md", "config.json", "model.safetensors", "calibration.json", *PRESENT_PLOTS}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A run folder as training leaves it: model/ (with calibration.json), run_config.json, eval.json, plots."""
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    torch.manual_seed(0)
+    model = create_model("mobilenetv2", pretrained=False, img_size=64).eval()
+    run_dir.mkdir()
+    calibration = run_dir / "calibration.json"
+    calibration.write_text(json.dumps({"temperature": 1.5}))
+    export_model(model, run_dir / "model", extra_files=[calibration])
+    calibration.unlink()
+    (run_dir / "run_config.json").write_text(json.dumps(RUN_CONFIG))
+    (run_dir / "eval.json").write_text(json.dumps(EVAL))
+    for plot in PRESENT_PLOTS:
+        Image.new("RGB", (8, 8)).save(run_dir / plot)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def original(run) -> torch.nn.Module:
+    """The model as training held it, rebuilt from the same seed."""
+    torch.manual_seed(0)
+    return create_model("mobilenetv2", pretrained=False, img_size=64).eval()
+
+
+@pytest.fixture
+def fake_hub(monkeypatch) -> list:
+    """Replace HfApi's network calls; record (method, kwargs, uploaded file names) for each call."""
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", {"repo_id": repo_id, **kwargs}, None))
+
+    def upload_folder(self, **kwargs):
+        root = Path(kwargs["folder_path"])
+        files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+        calls.append(("upload_folder", kwargs, files))
+        return type("Commit", (), {"commit_url": f"https://huggingface.co/{kwargs['repo_id']}/commit/abc"})()
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    return calls
+
+
+def front_matter(readme: Path) -> dict:
+    return yaml.safe_load(readme.read_text().split("---\n")[1])
+
+
+def logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x.unsqueeze(0))[0]
+
+
+# --- Export and transformers ----------------------------------------------------------------------------
+
+
+def test_export_config_suits_timm_and_transformers(run):
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["num_classes"] == 2 and config["label_names"] == ["hem", "all"]
+    assert "num_classes" not in config.get("model_args", {})  # transformers passes it itself
+    assert config["pretrained_cfg"]["input_size"] == [3, 64, 64]
+    assert sorted(p.name for p in (run / "model").iterdir()) == ["calibration.json", "config.json", "model.safetensors"]
+
+
+def test_transformers_compatible_fixes_a_plain_save_for_hf_config(tmp_path):
+    model = create_model("mobilenetv2", pretrained=False, img_size=64)
+    timm.models.save_for_hf(model, tmp_path, model_config={"label_names": ["hem", "all"]}, safe_serialization=True)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_args"]["num_classes"] == 2  # what makes transformers raise
+    fixed = transformers_compatible(config)
+    assert "num_classes" not in fixed["model_args"] and fixed["num_classes"] == 2
+    assert config["model_args"]["num_classes"] == 2  # the input is left alone
+
+
+def test_transformers_pipeline_agrees_with_timm(run, original):
+    from transformers import pipeline
+
+    classifier = pipeline("image-classification", model=str(run / "model"))
+    image = Image.open(CELL).convert("RGB")
+    expected = logits(original, eval_transform(original)(image)).softmax(-1)
+    predictions = classifier(image)
+    assert predictions[0]["label"] == ["hem", "all"][int(expected.argmax())]
+    scores = {p["label"]: p["score"] for p in predictions}
+    assert scores["all"] == pytest.approx(expected[1].item(), abs=1e-4)
+
+
+# --- Loading --------------------------------------------------------------------------------------------
+
+
+def test_round_trip_gives_the_same_logits(run, original):
+    folder = run / "model"
+    loaded = load_model(str(folder))
+    assert loaded.label_names == ["hem", "all"]
+    assert loaded.temperature == 1.5
+    assert loaded.folder == folder
+    assert not loaded.model.training
+    image = Image.open(CELL).convert("RGB")
+    x = loaded.transform(image)
+    assert torch.equal(x, eval_transform(original)(image))
+    expected = logits(original, x)
+    assert torch.allclose(logits(loaded.model, x), expected, atol=1e-5)
+    from_timm = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    assert torch.allclose(logits(from_timm, x), expected, atol=1e-5)
+
+
+def _cache_with(run: Path, cache: Path, repo_id: str) -> None:
+    """Lay the export out as huggingface_hub caches a downloaded repo."""
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    storage = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = storage / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    for file in (run / "model").iterdir():
+        (snapshot / file.name).write_bytes(file.read_bytes())
+    (storage / "refs").mkdir()
+    (storage / "refs" / "main").write_text(revision)
+
+
+def test_offline_load_by_repo_id_from_the_cache(run, original, tmp_path, monkeypatch):
+    assert constants.HF_HUB_OFFLINE  # conftest
+    _cache_with(run, tmp_path, REPO_ID)
+    # huggingface_hub read HF_HUB_CACHE at import: patch the constant the download reads at call time.
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    image = Image.open(CELL).convert("RGB")
+    expected = logits(original, eval_transform(original)(image))
+    for source in (REPO_ID, f"hf-hub:{REPO_ID}"):
+        loaded = load_model(source)
+        assert loaded.folder.is_relative_to(tmp_path) and loaded.temperature == 1.5
+        assert torch.allclose(logits(loaded.model, loaded.transform(image)), expected, atol=1e-5)
+    assert load_model(REPO_ID, cache_dir=tmp_path).label_names == ["hem", "all"]
+
+
+def test_offline_without_a_cached_copy_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelLoadError) as caught:
+        load_model("cnmc-test/not-cached")
+    message = str(caught.value)
+    assert "HF_HUB_OFFLINE" in message and "cnmc-test/not-cached" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        (httpx2.ConnectError("[Errno -3] Temporary failure in name resolution"), "Could not reach"),
+        (
+            RepositoryNotFoundError("404 Repository Not Found", response=httpx2.Response(404, request=_REQUEST)),
+            "not found",
+        ),
+    ],
+)
+def test_online_failures_name_the_repo(tmp_path, monkeypatch, failure, expected):
+    def repo_info(self, *args, **kwargs):  # the first request snapshot_download makes
+        raise failure
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(HfApi, "repo_info", repo_info)
+    with pytest.raises(ModelLoadError, match=expected) as caught:
+        load_model("cnmc-test/elsewhere", cache_dir=tmp_path)
+    assert "cnmc-test/elsewhere" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_bad_local_sources_say_what_is_wrong(tmp_path):
+    with pytest.raises(ModelLoadError, match="Model folder not found"):
+        load_model(str(tmp_path / "missing"))
+    with pytest.raises(ModelLoadError, match="holds no config.json"):
+        load_model(str(tmp_path))
+    with pytest.raises(ModelLoadError, match="Invalid Hub repo id"):
+        load_model("hf-hub:not a repo")
+
+
+# --- Model card and dry run -----------------------------------------------------------------------------
+
+
+def test_dry_run_builds_exactly_the_repo_files(run, tmp_path, capsys):
+    out = tmp_path / "repo"
+    assert push.main(["--model-dir", str(run / "model"), "--repo-id", REPO_ID, "--dry-run", "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == REPO_FILES
+    assert str(out) in capsys.readouterr().out
+    assert (out / "model.safetensors").read_bytes() == (run / "model" / "model.safetensors").read_bytes()
+    readme = (out / "README.md").read_text()
+    assert all(f"]({plot})" in readme for plot in PRESENT_PLOTS) and "eval_roc.png" not in readme
+    # The folder must hold only what is built, so a used one is refused.
+    assert push.main(["--model-dir", str(run / "model"), "--repo-id", REPO_ID, "--dry-run", "--out", str(out)]) == 2
+
+
+def test_card_metadata_and_numbers_come_from_the_run(run):
+    card = model_card(run / "model", repo_id=REPO_ID)
+    meta = yaml.safe_load(str(card).split("---\n")[1])
+    assert meta["library_name"] == "timm" and meta["pipeline_tag"] == "image-classification"
+    assert meta["license"] == "apache-2.0"
+    assert set(meta["tags"]) >= {"image-classification", "timm", "medical", "leukemia"}
+    assert meta["datasets"] and set(meta["metrics"]) == {"accuracy", "f1"}
+    assert "base_model" not in meta  # trained from scratch
+    (result,) = meta["model-index"][0]["results"]
+    assert result["dataset"]["split"] == EVAL["split"] and "C-NMC 2019" in result["dataset"]["name"]
+    values = {m["name"]: m["value"] for m in result["metrics"]}
+    assert values == {
+        "Accuracy": EVAL["accuracy"],
+        "Weighted F1": EVAL["f1_weighted"],
+        "ROC AUC": EVAL["roc_auc"],
+        "Patient accuracy": EVAL["patient_accuracy"],
+    }
+    body = card.text
+    assert "https://doi.org/10.7937/tcia.2019.dc64i46r" in body and "CC BY 3.0" in body
+    assert "not** for diagnosis" in body and "Trained from scratch" in body
+    assert f'timm.create_model("hf-hub:{REPO_ID}", pretrained=True)' in body
+    assert f'pipeline("image-classification", model="{REPO_ID}")' in body
+    assert "| HEM | 3 | 2 |" in body and "| ALL | 1 | 10 |" in body
+    assert "| a_new_knob | rendered too |" in body and "| augmentation.hflip | 0.5 |" in body
+    assert "calibration.json" in body
+
+
+def test_card_names_the_base_model_only_when_pretrained(run, tmp_path):
+    model_dir = tmp_path / "run" / "model"
+    model_dir.mkdir(parents=True)
+    (model_dir / "config.json").write_bytes((run / "model" / "config.json").read_bytes())
+    (tmp_path / "run" / "run_config.json").write_text(json.dumps({**RUN_CONFIG, "pretrained": True}))
+    (tmp_path / "run" / "eval.json").write_text(json.dumps({**EVAL, "roc_auc": None}))
+    card = model_card(model_dir, repo_id=REPO_ID)
+    meta = yaml.safe_load(str(card).split("---\n")[1])
+    assert meta["base_model"] == "timm/mobilenetv2_100.ra_in1k"
+    assert "ROC AUC" not in {m["name"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+    assert "Trained from scratch" not in card.text
+
+
+def test_dry_run_without_eval_json_is_one_line(run, tmp_path, capsys):
+    model_dir = tmp_path / "run" / "model"
+    model_dir.parent.mkdir()
+    model_dir.mkdir()
+    for file in (run / "model").iterdir():
+        (model_dir / file.name).write_bytes(file.read_bytes())
+    (model_dir.parent / "run_config.json").write_text(json.dumps(RUN_CONFIG))
+    assert push.main(["--model-dir", str(model_dir), "--repo-id", REPO_ID, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "eval.json is missing" in err and err.count("\n") == 1
+
+
+# --- Pushing --------------------------------------------------------------------------------------------
+
+
+def test_push_uploads_exactly_the_export_in_one_commit(run, fake_hub, capsys):
+    assert push.main(["--model-dir", str(run / "model"), "--repo-id", REPO_ID, "--private"]) == 0
+    (_, created, _), (_, uploaded, files) = fake_hub
+    assert created == {"repo_id": REPO_ID, "private": True, "exist_ok": True, "repo_type": "model"}
+    assert uploaded["repo_id"] == REPO_ID and uploaded["repo_type"] == "model"
+    assert set(files) == REPO_FILES
+    assert not Path(uploaded["folder_path"]).exists()  # the temporary folder is cleaned up
+    assert f"{REPO_ID}/commit/abc" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("status", "advice"), [(401, "hf auth login"), (403, "write access"), (500, "HTTP 500")])
+def test_http_errors_are_one_line_without_the_token(run, fake_hub, monkeypatch, capsys, status, advice):
+    def refuse(self, repo_id, **kwargs):
+        response = httpx2.Response(status, request=_REQUEST)
+        raise HfHubHTTPError(f"{status} Client Error: Authorization: Bearer {FAKE_TOKEN} refused", response=response)
+
+    monkeypatch.setattr(HfApi, "create_repo", refuse)
+    assert push.main(["--model-dir", str(run / "model"), "--repo-id", REPO_ID]) == 2
+    captured = capsys.readouterr()
+    assert advice in captured.err and captured.err.count("\n") == 1
+    assert FAKE_TOKEN not in captured.err + captured.out and "Traceback" not in captured.err
+
+
+def test_network_failure_is_one_line(run, fake_hub, monkeypatch, capsys):
+    def unreachable(self, **kwargs):
+        raise httpx2.ConnectError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(HfApi, "upload_folder", unreachable)
+    assert push.main(["--model-dir", str(run / "model"), "--repo-id", REPO_ID]) == 2
+    err = capsys.readouterr().err
+    assert "network" in err and err.count("\n") == 1
+
+
+def test_push_without_a_token_says_how_to_log_in(run, fake_hub, monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.delenv("HF_OIDC_RESOURCE", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    assert push.main(["--model-dir", str(run / "model"), "--repo-id", REPO_ID]) == 2
+    assert "hf auth login" in capsys.readouterr().err
+    assert fake_hub == []
+
+
+@pytest.mark.parametrize("repo_id", ["not a repo", "no-owner", "a/b/c"])
+def test_invalid_repo_id_is_refused_before_anything_else(fake_hub, tmp_path, capsys, repo_id):
+    out = tmp_path / "out"
+    assert push.main(["--model-dir", str(tmp_path), "--repo-id", repo_id, "--dry-run", "--out", str(out)]) == 2
+    assert "Invalid repo id" in capsys.readouterr().err
+    assert not out.exists() and fake_hub == []
+
+
+# --- The Space and the registry -------------------------------------------------------------------------
+
+
+def test_space_dry_run_pins_gradio_and_lists_the_four_models(tmp_path):
+    out = tmp_path / "space"
+    assert push_space.main(["--repo-id", "cnmc-test/app", "--dry-run", "--out", str(out)]) == 0
+    requirements = (registry.ROOT / "requirements.txt").read_text()
+    gradio = re.search(r"^gradio==(\S+)$", requirements, re.MULTILINE)[1]
+    meta = front_matter(out / "README.md")
+    assert meta["sdk"] == "gradio" and meta["sdk_version"] == gradio and meta["app_file"] == "app.py"
+    assert meta["models"] == [m.repo_id for m in registry.MODELS] and len(meta["models"]) == 4
+    assert meta["title"] and meta["emoji"]
+    for path in ("app.py", "requirements.txt", "training/backbones.py", "hub/load.py"):
+        assert (out / path).is_file()
+    assert not list(out.rglob("__pycache__"))
+
+
+def test_space_push_creates_a_gradio_space(fake_hub):
+    assert push_space.main(["--repo-id", "cnmc-test/app"]) == 0
+    (_, created, _), (_, uploaded, files) = fake_hub
+    assert created["repo_type"] == "space" and created["space_sdk"] == "gradio"
+    assert uploaded["repo_type"] == "space" and {"app.py", "requirements.txt", "README.md"} <= set(files)
+
+
+def test_registry_has_the_four_backbones():
+    assert [m.display_name for m in registry.MODELS] == ["MobileNetV2", "VGG19", "InceptionV3", "ResNet101V2"]
+    assert [m.timm_name for m in registry.MODELS] == [b.timm_name for b in BACKBONES]
+    assert [m.local_dir is not None for m in registry.MODELS] == [True, False, False, False]
+    assert len({m.repo_id for m in registry.MODELS}) == 4
+    assert all(m.repo_id.startswith(f"{registry.HUB_ORG}/") for m in registry.MODELS)
+    assert registry.registered_model("vgg19").source == registry.registered_model("VGG19").repo_id
