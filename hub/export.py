@@ -6,6 +6,7 @@ Training calls :func:`export_model` instead of ``timm.models.save_for_hf``; :mod
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from collections.abc import Iterable
@@ -56,6 +57,9 @@ def export_model(
     """
     folder = Path(folder)
     names = list(label_names or model.pretrained_cfg.get("label_names") or CLASS_NAMES)
+    if any(not t.is_contiguous() for t in model.state_dict().values()):
+        # GPU training runs channels_last; safetensors stores only contiguous tensors, in the standard layout.
+        model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     timm.models.save_for_hf(model, folder, model_config={"label_names": names}, safe_serialization=True)
     config_path = folder / CONFIG_NAME
     config = json.loads(config_path.read_text())

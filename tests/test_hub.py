@@ -387,3 +387,14 @@ def test_registry_has_the_four_backbones():
     assert len({m.repo_id for m in registry.MODELS}) == 4
     assert all(m.repo_id.startswith(f"{registry.HUB_ORG}/") for m in registry.MODELS)
     assert registry.registered_model("vgg19").source == registry.registered_model("VGG19").repo_id
+
+
+def test_channels_last_model_exports_and_loads_back(tmp_path):
+    """GPU training runs channels_last; the export must still hold plain weights that load back identically."""
+    model = create_model("mobilenetv2", pretrained=False, img_size=64).eval()
+    fast = model.to(memory_format=torch.channels_last)
+    export_model(fast, tmp_path / "model")
+    loaded = load_model(str(tmp_path / "model"))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.allclose(loaded.model(x), fast(x), atol=1e-5)

@@ -4,7 +4,8 @@
 #
 # Needs `prepared/` (python -m training.data prepare --data-dir PATH/C-NMC_Leukemia --output prepared) and,
 # on a machine without them, wheels in .whl/ (datasets, evaluate, timm, dill, multiprocess).
-# EPOCHS, MAX_CELLS, WORKERS and BENCH_STEPS shrink it for a CPU smoke test. Results land in $OUT (default out/).
+# EPOCHS, MAX_CELLS, WORKERS and BENCH_STEPS shrink it for a CPU smoke test; SKIP_BENCH=1 skips the
+# benchmark and TRAIN_LIMIT caps each run's seconds (a run's best epoch so far is kept). Results land in $OUT (default out/).
 set -uo pipefail
 OUT=${OUT:-out}
 EPOCHS=${EPOCHS:-40}
@@ -13,7 +14,7 @@ BENCH_STEPS=${BENCH_STEPS:-25}
 LIMIT=${MAX_CELLS:+--max-train-cells $MAX_CELLS --max-val-cells $MAX_CELLS}
 mkdir -p "$OUT/runs"
 if ! python3 -c "import datasets, evaluate" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  rm -rf /tmp/site && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site || exit 1
 fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -22,17 +23,17 @@ python3 -c "import torch, timm, datasets, evaluate, accelerate, transformers; pr
 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())" || exit 1
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null
 
-timeout 200 python3 -m benchmarks.train_throughput --data-dir prepared --steps "$BENCH_STEPS" \
+[ "${SKIP_BENCH:-0}" = 1 ] || timeout 200 python3 -m benchmarks.train_throughput --data-dir prepared --steps "$BENCH_STEPS" \
   --output "$OUT/train_throughput.json" 2>&1 | grep -v Warning | tee "$OUT/bench.log"
 
 COMMON=(--backbone mobilenetv2 --data-dir prepared --no-pretrained --preset best --epochs "$EPOCHS"
         --num-workers "$WORKERS" --mixed-precision bf16 --no-verify $LIMIT)
 start=$(date +%s)
 for k in 0 1 2; do
-  python3 -m training.train "${COMMON[@]}" --cv-split splits/cnmc_cv3_seed0.json --cv-fold $k \
+  timeout "${TRAIN_LIMIT:-900}" python3 -m training.train "${COMMON[@]}" --cv-split splits/cnmc_cv3_seed0.json --cv-fold $k \
     --output-dir "$OUT/runs/mobilenetv2-best-cv$k" > "$OUT/cv$k.log" 2>&1 &
 done
-python3 -m training.train "${COMMON[@]}" --train-folds fold_0 fold_1 --val-folds \
+timeout "${TRAIN_LIMIT:-900}" python3 -m training.train "${COMMON[@]}" --train-folds fold_0 fold_1 --val-folds \
   --output-dir "$OUT/runs/mobilenetv2-best-all" > "$OUT/all.log" 2>&1 &
 wait
 echo "training wall time: $(( $(date +%s) - start )) s"
