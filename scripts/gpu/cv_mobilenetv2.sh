@@ -38,5 +38,7 @@ timeout "${TRAIN_LIMIT:-900}" python3 -m training.train "${COMMON[@]}" --train-f
 wait
 echo "training wall time: $(( $(date +%s) - start )) s"
 for log in "$OUT"/cv*.log "$OUT"/all.log; do echo "== $log"; tr '\r' '\n' < "$log" | grep -E "^epoch|rror" | tail -3; done
-# Keep results and the shipped weights; drop checkpoints and the cross-validation weights.
+# Keep results and the shipped weights, packed in one archive (the device returns few files, shallow);
+# drop checkpoints and the cross-validation weights.
 rm -rf "$OUT"/runs/*/checkpoints "$OUT"/runs/*-cv*/model
+tar -czf "$OUT/runs.tar.gz" -C "$OUT" runs && rm -rf "$OUT/runs"
