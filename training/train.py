@@ -6,7 +6,8 @@
 
 The run folder gets run_config.json (every hyperparameter), metrics.csv (a row per epoch),
 training_curves.png, checkpoints/last (``accelerator.save_state`` after every epoch, for --resume),
-and model/: the best epoch by validation weighted F1, in timm's Hub format, with eval.json and its plots.
+and model/: the best epoch by validation weighted F1, in timm's Hub format, with eval.json and its plots,
+and the model's calibration temperature fitted on those validation patients (model/calibration.json).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from transformers import get_cosine_schedule_with_warmup
 from hub.export import export_model
 from training import atomic
 from training.backbones import PretrainedWeightsUnavailable, create_model, resolve_backbone
+from training.calibrate import calibrate
 from training.data import CLASS_NAMES, CNMCDataError, add_data_arguments, load_from_args
 from training.evaluate import make_loader, predict, report, write_report
 from training.plots import plot_training_curves
@@ -343,6 +345,8 @@ def train(args: argparse.Namespace) -> Path:
             break
     if accelerator.is_main_process:
         plot_training_curves(rows, out / "training_curves.png")
+        if (out / "eval_predictions.csv").is_file():
+            calibrate([out / "eval_predictions.csv"], out / "model")
     accelerator.end_training()
     return out
 
