@@ -16,6 +16,8 @@ from hub.export import CALIBRATION_NAME, CONFIG_NAME
 from training.backbones import resolve_backbone
 
 RUN_CONFIG_NAME = "run_config.json"
+# A local path means nothing to the card's readers and can reveal the trainer's machine.
+_LOCAL_ONLY = {"data_dir"}
 EVAL_NAME = "eval.json"
 # File name -> caption; the card shows, and the repo carries, those the run has.
 PLOTS = {
@@ -142,7 +144,8 @@ def _body(
         f"and std {cfg.get('std')}.",
         _evaluation(evaluation, plots),
         _usage(repo_id, calibrated),
-        "## Training hyperparameters\n\n" + _table(["hyperparameter", "value"], _flatten(run)),
+        "## Training hyperparameters\n\n"
+        + _table(["hyperparameter", "value"], _flatten({k: v for k, v in run.items() if k not in _LOCAL_ONLY})),
         _limitations(run),
         "## Licence and citation\n\n"
         "The model code and weights are released under Apache-2.0. The training images are C-NMC 2019, "
