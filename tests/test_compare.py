@@ -1,0 +1,47 @@
+"""The comparison: runs of one backbone and preset pool into mean ± sd beside the thesis's numbers."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from training.compare import main
+
+
+def make_run(folder: Path, backbone: str, f1: float, split: str, seconds: list[float]) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "run_config.json").write_text(json.dumps({"backbone": backbone, "preset": "best", "pretrained": False}))
+    metrics = {"f1_weighted": f1, "accuracy": f1 + 0.01, "roc_auc": 0.9, "patient_accuracy": 1.0}
+    (folder / "eval.json").write_text(json.dumps({"split": split, **metrics}))
+    (folder / "eval_predictions.csv").write_text(
+        "path,patient_id,label,prob_all\na.bmp,1,1,0.9\nb.bmp,H1,0,0.2\nc.bmp,1,1,0.4\n"
+    )
+    rows = "".join(f"{i + 1},{s},{100 * (i + 1)}\n" for i, s in enumerate(seconds))
+    (folder / "metrics.csv").write_text("epoch,epoch_seconds,train_img_per_s\n" + rows)
+    return folder
+
+
+def test_folds_pool_into_mean_and_sd(tmp_path):
+    runs = [
+        make_run(tmp_path / "m0", "mobilenetv2_100", 0.80, "cv fold 0", [60, 60]),
+        make_run(tmp_path / "m1", "mobilenetv2_100", 0.70, "cv fold 1", [30, 30]),
+        make_run(tmp_path / "v0", "vgg19_bn", 0.60, "cv fold 0", [120]),
+    ]
+    assert main([*map(str, runs), "--output", str(tmp_path / "out")]) == 0
+    rows = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert [r["display_name"] for r in rows] == ["MobileNetV2", "VGG19"]  # the thesis's order
+    mobile = rows[0]
+    assert mobile["f1_weighted"]["mean"] == pytest.approx(0.75)
+    assert mobile["f1_weighted"]["sd"] == pytest.approx(0.0707, abs=1e-4)  # sample sd of 0.80 and 0.70
+    assert mobile["wall_seconds"]["mean"] == pytest.approx(90)
+    assert (mobile["thesis_accuracy"], mobile["thesis_f1"]) == (82.75, 82.48)
+    table = (tmp_path / "out" / "comparison.md").read_text()
+    assert "| MobileNetV2 | best | scratch | 2 | 0.750 ± 0.071 |" in table
+    assert "| 77.40 % | 76.37 % |" in table and "cv fold 0; cv fold 1" in table
+    assert (tmp_path / "out" / "roc_overlay.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_unfinished_run_is_named(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), "--output", str(tmp_path / "out")]) == 2
+    assert "empty lacks run_config.json, eval.json" in capsys.readouterr().err
