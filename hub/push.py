@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hub.card import model_card, present_plots
 from hub.export import CALIBRATION_NAME, CONFIG_NAME, WEIGHTS_NAME, transformers_compatible
-from hub.upload import HubError, check_repo_id, new_folder, run, upload
+from hub.upload import HubError, add_upload_arguments, check_repo_id, new_folder, run, upload
 
 # Files the repo may hold that a later push may no longer bring: removed in the same commit then.
 _OPTIONAL_FILES = [CALIBRATION_NAME, "*.png"]
@@ -76,10 +76,7 @@ def dry_run(model_dir: str | Path, repo_id: str, *, out: str | Path | None = Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hub.push", description=__doc__.split("\n")[0])
     parser.add_argument("--model-dir", required=True, help="a run's model/ folder, e.g. runs/X/model")
-    parser.add_argument("--repo-id", required=True, help="ORG/NAME on the Hugging Face Hub")
-    parser.add_argument("--private", action="store_true", help="create the repo private")
-    parser.add_argument("--dry-run", action="store_true", help="only build the repo folder; upload nothing")
-    parser.add_argument("--out", help="where to build the repo folder (must be new or empty)")
+    add_upload_arguments(parser, "model repo")
     args = parser.parse_args(argv)
     if args.dry_run:
         return run(lambda: dry_run(args.model_dir, args.repo_id, out=args.out))

@@ -21,7 +21,7 @@ from huggingface_hub import SpaceCard, SpaceCardData
 
 from hub.card import CITATION
 from hub.registry import MODELS, ROOT
-from hub.upload import HubError, check_repo_id, new_folder, run, upload
+from hub.upload import HubError, add_upload_arguments, check_repo_id, new_folder, run, upload
 
 FILES = ["app.py", "requirements.txt"]
 FOLDERS = ["training", "hub", "models"]  # models/ only when present
@@ -103,10 +103,7 @@ def dry_run(repo_id: str, *, out: str | Path | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hub.push_space", description=__doc__.split("\n")[0])
-    parser.add_argument("--repo-id", required=True, help="ORG/NAME of the Space")
-    parser.add_argument("--private", action="store_true", help="create the Space private")
-    parser.add_argument("--dry-run", action="store_true", help="only build the Space folder; upload nothing")
-    parser.add_argument("--out", help="where to build the Space folder (must be new or empty)")
+    add_upload_arguments(parser, "Space")
     args = parser.parse_args(argv)
     if args.dry_run:
         return run(lambda: dry_run(args.repo_id, out=args.out))

@@ -6,6 +6,7 @@ resolves (``HF_TOKEN`` or ``hf auth login``); it is looked up here only to check
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 import tempfile
@@ -19,6 +20,14 @@ from huggingface_hub.utils import validate_repo_id
 
 # User access tokens look like hf_<letters and digits>; scrubbed even when they are not the one in use.
 _TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{8,}")
+
+
+def add_upload_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """The options every push command shares; ``what`` names the repo kind in the help."""
+    parser.add_argument("--repo-id", required=True, help=f"ORG/NAME of the {what} on the Hugging Face Hub")
+    parser.add_argument("--private", action="store_true", help=f"create the {what} private")
+    parser.add_argument("--dry-run", action="store_true", help=f"only build the {what} folder; upload nothing")
+    parser.add_argument("--out", help=f"where to build the {what} folder (must be new or empty)")
 
 
 class HubError(Exception):

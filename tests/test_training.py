@@ -65,27 +65,15 @@ def test_training_writes_a_complete_run(trained):
         assert (trained / name).stat().st_size > 0
 
 
+def run_evaluate(trained: Path, output: Path, *selection: str) -> int:
+    model = str(trained / "model")
+    return evaluate.main(["--model", model, "--data-dir", str(FIXTURES), "--no-verify", "--num-workers", "0",
+                          "--output", str(output), *selection])  # fmt: skip
+
+
 def test_evaluate_cli_scores_the_saved_model(trained, tmp_path):
     output = tmp_path / "prelim.json"
-    assert (
-        evaluate.main(
-            [
-                "--model",
-                str(trained / "model"),
-                "--data-dir",
-                str(FIXTURES),
-                "--no-verify",
-                "--split",
-                "prelim_test",
-                "--output",
-                str(output),
-                "--tta",
-                "--num-workers",
-                "0",
-            ]
-        )
-        == 0
-    )
+    assert run_evaluate(trained, output, "--split", "prelim_test", "--tta") == 0
     result = json.loads(output.read_text())
     assert METRIC_KEYS <= set(result)
     assert result["num_cells"] == 4 and result["num_patients"] == 2 and result["tta"] is True
@@ -98,41 +86,12 @@ def test_evaluate_cli_scores_the_saved_model(trained, tmp_path):
 
 def test_evaluate_flags_patients_seen_in_training(trained, tmp_path):
     output = tmp_path / "train.json"
-    evaluate.main(
-        [
-            "--model",
-            str(trained / "model"),
-            "--data-dir",
-            str(FIXTURES),
-            "--no-verify",
-            "--folds",
-            "fold_0",
-            "--output",
-            str(output),
-            "--num-workers",
-            "0",
-        ]
-    )
+    assert run_evaluate(trained, output, "--folds", "fold_0") == 0
     assert "(includes 6 patient(s) seen in training)" in json.loads(output.read_text())["split"]
 
 
 def test_evaluate_refuses_unlabelled_cells(trained, tmp_path, capsys):
-    assert (
-        evaluate.main(
-            [
-                "--model",
-                str(trained / "model"),
-                "--data-dir",
-                str(FIXTURES),
-                "--no-verify",
-                "--split",
-                "final_test",
-                "--output",
-                str(tmp_path / "x.json"),
-            ]
-        )
-        == 2
-    )
+    assert run_evaluate(trained, tmp_path / "x.json", "--split", "final_test") == 2
     assert "unlabelled" in capsys.readouterr().err
 
 
