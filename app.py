@@ -1,16 +1,265 @@
-"""Gradio app (a Hugging Face Space): classify a white-blood-cell image as ALL or HEM.
+"""Gradio app (a Hugging Face Space): is a white-blood-cell image ALL (leukaemia) or HEM (healthy)?
 
-Placeholder until the app issue lands: it starts, and says where the models come from.
+Tabs: Classify (one model, calibrated verdict, Grad-CAM on demand), Compare (every model and their ensemble),
+Batch (many files or a .zip, CSV out, per-patient summary) and Models & results. The handlers are thin; the work
+is in ``serving/``. ``python app.py`` serves on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (gradio reads both).
 """
 
-import gradio as gr
+from __future__ import annotations
 
-with gr.Blocks(title="C-NMC ALL detector") as demo:
-    gr.Markdown(
-        "# Acute lymphoblastic leukaemia (ALL) vs healthy (HEM) cells\n"
-        "Research and education only, not for diagnosis. The trained models are not published yet: "
-        "train one with `accelerate launch -m training.train` (see README.md)."
+import tempfile
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from hub.registry import ROOT
+from serving import batch, gradcam, results
+from serving.images import CheckedImage, ImageError, load_batch, load_image
+from serving.lookalike import check_lookalike
+from serving.predict import (
+    ALL_INDEX,
+    UNCERTAIN_BAND,
+    ServedModel,
+    available,
+    ensemble,
+    load_models,
+    predict,
+    verdict,
+)
+
+CELLS = ROOT / "tests" / "fixtures" / "cnmc" / "C-NMC_Leukemia" / "training_data"
+EXAMPLES = [
+    CELLS / "fold_0" / "all" / "UID_11_10_1_all.bmp",
+    CELLS / "fold_0" / "all" / "UID_3_2_1_all.webp",
+    CELLS / "fold_1" / "all" / "UID_16_12_1_all.webp",
+    CELLS / "fold_0" / "hem" / "UID_H6_10_1_hem.webp",
+    CELLS / "fold_0" / "hem" / "UID_H11_10_1_hem.webp",
+    CELLS / "fold_1" / "hem" / "UID_H14_10_1_hem.webp",
+]
+# One CPU: model events share one queue slot, which the load benchmark (benchmarks/app_load.py) favours,
+# and which keeps Grad-CAM's hooks from seeing another request's forward pass.
+CONCURRENCY_LIMIT = 1
+MAX_QUEUE = 64
+NO_MODEL = "No model is available: see the model status at the top of the page."
+
+
+def _read(upload: dict | str | None) -> CheckedImage:
+    """The upload, decoded by our own safe loader (gradio's preprocessing is off for image inputs)."""
+    path = upload.get("path") if isinstance(upload, dict) else upload
+    if not path:
+        raise ImageError("Upload or paste a cell image first.")
+    name = upload.get("orig_name") if isinstance(upload, dict) else None
+    return load_image(Path(path), name=name or Path(path).name)
+
+
+def _notes(checked: CheckedImage) -> str:
+    lines = [f"_Input: {note}._" for note in checked.notes]
+    lookalike = check_lookalike(checked.image)
+    if not lookalike.looks_like_cell:
+        lines.insert(
+            0,
+            "⚠️ **This doesn't look like a C-NMC cell** (one segmented cell centred on a black background): "
+            f"{'; '.join(lookalike.reasons)}. The prediction is out of its depth.",
+        )
+    return "\n\n".join(lines)
+
+
+def _pick(models: Sequence[ServedModel], name: str | None) -> ServedModel | None:
+    ready = available(models)
+    return next((m for m in ready if m.name == name), ready[0] if ready else None)
+
+
+def classify(models: Sequence[ServedModel], upload: dict | str | None, model_name: str | None):
+    """-> (gr.Label value, verdict markdown)."""
+    model = _pick(models, model_name)
+    try:
+        checked = _read(upload)
+    except ImageError as error:
+        return None, f"❌ {error}"
+    if model is None:
+        return None, NO_MODEL
+    p = predict(model, checked.image)
+    calibration = "uncalibrated" if model.loaded.temperature is None else "calibrated"
+    text = (
+        f"## {p.verdict}\n\n{model.name}: P(ALL) = {p.prob_all:.3f} ({calibration}, uncertain band "
+        f"{UNCERTAIN_BAND[0]:.2f}-{UNCERTAIN_BAND[1]:.2f}) · {p.latency_ms:.0f} ms ({model.runner.precision})"
     )
+    return {"ALL": p.prob_all, "HEM": 1 - p.prob_all}, "\n\n".join(filter(None, [text, _notes(checked)]))
+
+
+def explain(models: Sequence[ServedModel], upload: dict | str | None, model_name: str | None):
+    """-> (Grad-CAM overlay for ALL or None, message)."""
+    model = _pick(models, model_name)
+    try:
+        checked = _read(upload)
+    except ImageError as error:
+        return None, f"❌ {error}"
+    if model is None:
+        return None, NO_MODEL
+    return gradcam.overlay(model.loaded, checked.image, ALL_INDEX), f"Grad-CAM of {model.name} for class ALL"
+
+
+def compare(models: Sequence[ServedModel], upload: dict | str | None):
+    """-> (ensemble markdown, per-model table)."""
+    empty = pd.DataFrame(columns=["model", "P(ALL)", "verdict", "latency (ms)", "agrees with ensemble"])
+    try:
+        checked = _read(upload)
+    except ImageError as error:
+        return f"❌ {error}", empty
+    ready = available(models)
+    if not ready:
+        return NO_MODEL, empty
+    predictions = [predict(m, checked.image) for m in ready]
+    mean_all = ensemble(predictions)
+    consensus = verdict(mean_all)
+    rows = [
+        [p.model, round(p.prob_all, 4), p.verdict, round(p.latency_ms, 1), "yes" if p.verdict == consensus else "no"]
+        for p in predictions
+    ]
+    total = sum(p.latency_ms for p in predictions)
+    text = f"## Ensemble: {consensus}\n\nMean P(ALL) of {len(ready)} models = {mean_all:.3f} · {total:.0f} ms in all"
+    return "\n\n".join(filter(None, [text, _notes(checked)])), pd.DataFrame(rows, columns=empty.columns)
+
+
+def explain_all(models: Sequence[ServedModel], upload: dict | str | None):
+    """-> (gallery of (overlay, caption), message)."""
+    try:
+        checked = _read(upload)
+    except ImageError as error:
+        return [], f"❌ {error}"
+    ready = available(models)
+    gallery = [(gradcam.overlay(m.loaded, checked.image, ALL_INDEX), m.name) for m in ready]
+    return gallery, "Grad-CAM for class ALL" if ready else NO_MODEL
+
+
+def run_batch(models: Sequence[ServedModel], files: list[str] | None, progress=gr.Progress()):  # noqa: B008 (gradio finds its progress bar by this default)
+    """-> (table, per-patient summary, CSV path, message)."""
+    ready = available(models)
+    if not files or not ready:
+        message = "Upload images or a .zip of them first." if ready else NO_MODEL
+        return None, None, None, message
+    table = batch.predict_batch(
+        ready, load_batch(files), lambda done, total: progress(done / total, desc=f"{done}/{total} files")
+    )
+    failed = int((table["error"] != "").sum())
+    csv = batch.write_csv(table, Path(tempfile.mkdtemp(prefix="cnmc-batch-")))
+    message = f"{len(table) - failed} files classified" + (f", {failed} could not be read" if failed else "")
+    if len(table) == batch.MAX_FILES:
+        message += f" (only the first {batch.MAX_FILES} files are processed)"
+    return table, batch.patient_summary(table), str(csv), message
+
+
+def _image_input() -> gr.Image:
+    # type="filepath" and preprocess=False on the events: our loader, not gradio's, decodes untrusted uploads.
+    return gr.Image(label="Cell image", type="filepath", sources=["upload", "clipboard"], height=320)
+
+
+def build_demo(
+    models: Sequence[ServedModel] | None = None,
+    *,
+    examples: Sequence[Path] = EXAMPLES,
+    results_dir: Path = results.RESULTS_DIR,
+    concurrency_limit: int = CONCURRENCY_LIMIT,
+) -> gr.Blocks:
+    """The app around ``models`` (default: the registry's, with bf16 checked against fp32 on the examples)."""
+    examples = [str(p) for p in examples if p.is_file()]
+    if models is None:
+        models = load_models(parity_images=[load_image(p).image for p in examples])
+    names = [m.name for m in available(models)]
+    concurrency = {"concurrency_id": "cpu", "concurrency_limit": concurrency_limit}
+    status = "\n".join(f"- **{m.name}**: {m.status}" for m in models)
+    with gr.Blocks(title="C-NMC ALL detector") as demo:
+        gr.Markdown(
+            "# Acute lymphoblastic leukaemia (ALL) vs healthy (HEM) white blood cells\n"
+            f"{results.DISCLAIMER}\n\nModels:\n{status}"
+        )
+        with gr.Tab("Classify"):
+            with gr.Row():
+                with gr.Column():
+                    image = _image_input()
+                    model_name = gr.Dropdown(names, value=names[0] if names else None, label="Model")
+                    classify_button = gr.Button("Classify", variant="primary")
+                    explain_button = gr.Button("Explain (Grad-CAM)")
+                with gr.Column():
+                    label = gr.Label(label="Calibrated probability", num_top_classes=2)
+                    message = gr.Markdown()
+                    heatmap = gr.Image(label="Grad-CAM", type="numpy", interactive=False)
+                    explain_message = gr.Markdown()
+            if examples:
+                gr.Examples(examples, inputs=image, label="Real C-NMC cells (ALL, then HEM)")
+            classify_button.click(
+                partial(classify, models),
+                [image, model_name],
+                [label, message],
+                api_name="classify",
+                preprocess=False,
+                **concurrency,
+            )
+            explain_button.click(
+                partial(explain, models),
+                [image, model_name],
+                [heatmap, explain_message],
+                api_name="explain",
+                preprocess=False,
+                **concurrency,
+            )
+        with gr.Tab("Compare"):
+            with gr.Row():
+                with gr.Column():
+                    compare_image = _image_input()
+                    compare_button = gr.Button("Compare all models", variant="primary")
+                    explain_all_button = gr.Button("Grad-CAM for all")
+                with gr.Column():
+                    compare_message = gr.Markdown()
+                    compare_table = gr.Dataframe(label="Per model", interactive=False)
+            gallery = gr.Gallery(label="Grad-CAM", columns=4, height="auto")
+            gallery_message = gr.Markdown()
+            if examples:
+                gr.Examples(examples, inputs=compare_image)
+            compare_button.click(
+                partial(compare, models),
+                compare_image,
+                [compare_message, compare_table],
+                api_name="compare",
+                preprocess=False,
+                **concurrency,
+            )
+            explain_all_button.click(
+                partial(explain_all, models),
+                compare_image,
+                [gallery, gallery_message],
+                api_name="explain_all",
+                preprocess=False,
+                **concurrency,
+            )
+        with gr.Tab("Batch"):
+            files = gr.File(label="Images or .zip files", file_count="multiple", type="filepath")
+            batch_button = gr.Button("Classify all", variant="primary")
+            batch_message = gr.Markdown()
+            table = gr.Dataframe(label="P(ALL) per file", interactive=False)
+            summary = gr.Dataframe(label="Per patient (C-NMC file names)", interactive=False)
+            csv = gr.File(label="CSV")
+            batch_button.click(
+                partial(run_batch, models),
+                files,
+                [table, summary, csv, batch_message],
+                api_name="batch",
+                **concurrency,
+            )
+        with gr.Tab("Models & results"):
+            gr.Markdown(results.comparison_markdown(results_dir))
+            plots = results.result_plots(results_dir)
+            if plots:
+                gr.Gallery(plots, label="Plots", columns=2, height="auto")
+            for model in models:
+                with gr.Accordion(model.name, open=False):
+                    gr.Markdown(results.model_card_markdown(model))
+            gr.Markdown(f"{results.DATASET_CREDIT}\n\n{results.DISCLAIMER}")
+    return demo.queue(max_size=MAX_QUEUE)
+
 
 if __name__ == "__main__":
-    demo.launch()
+    build_demo().launch(max_file_size="50mb", show_error=True)

@@ -5,7 +5,8 @@ Usage::
     python -m hub.push_space --repo-id ORG/NAME [--private]
     python -m hub.push_space --repo-id ORG/NAME --dry-run [--out DIR]
 
-The Space gets app.py, requirements.txt, training/, hub/, models/ (if present) and a README.md whose YAML header
+The Space gets app.py, requirements.txt, the code (training/, hub/, serving/), models/ and results/ (if present),
+the example cells, and a README.md whose YAML header
 pins the Gradio version of requirements.txt and lists the four model repos of :mod:`hub.registry`.
 """
 
@@ -24,7 +25,8 @@ from hub.registry import MODELS, ROOT
 from hub.upload import HubError, add_upload_arguments, check_repo_id, new_folder, run, upload
 
 FILES = ["app.py", "requirements.txt"]
-FOLDERS = ["training", "hub", "models"]  # models/ only when present
+# The app's code, its shipped model, its committed results, and the real cells it offers as examples.
+FOLDERS = ["training", "hub", "serving", "models", "results", "tests/fixtures/cnmc"]  # each only when present
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
 
 

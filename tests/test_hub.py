@@ -368,7 +368,8 @@ def test_space_dry_run_pins_gradio_and_lists_the_four_models(tmp_path):
     assert meta["sdk"] == "gradio" and meta["sdk_version"] == gradio and meta["app_file"] == "app.py"
     assert meta["models"] == [m.repo_id for m in registry.MODELS] and len(meta["models"]) == 4
     assert meta["title"] and meta["emoji"]
-    for path in ("app.py", "requirements.txt", "training/backbones.py", "hub/load.py"):
+    for path in ("app.py", "requirements.txt", "training/backbones.py", "hub/load.py", "serving/predict.py",
+                 "tests/fixtures/cnmc/C-NMC_Leukemia/training_data/fold_0/hem/UID_H6_10_1_hem.webp"):  # fmt: skip
         assert (out / path).is_file()
     assert not list(out.rglob("__pycache__"))
 

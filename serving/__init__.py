@@ -1,0 +1,1 @@
+"""Library code behind the Gradio app: safe image loading, inference, explanations and results."""

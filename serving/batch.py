@@ -1,0 +1,71 @@
+"""Batch prediction: one row per file with each model's P(ALL) and the ensemble's, a CSV, a per-patient summary."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+
+from serving.images import BatchItem
+from serving.predict import ALL_INDEX, ServedModel, probabilities, verdict
+from training.data import CLASS_NAMES, parse_cell_name
+
+ENSEMBLE = "ensemble"
+MAX_FILES = 1000
+
+
+def predict_batch(
+    models: Sequence[ServedModel],
+    items: Iterable[BatchItem],
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> pd.DataFrame:
+    """One row per item: file, each model's calibrated P(ALL), the ensemble's mean, its verdict, and any error."""
+    items = list(items)[:MAX_FILES]
+    rows = []
+    for done, item in enumerate(items, 1):
+        row = {"file": item.name}
+        if item.image is None:
+            row["error"] = item.error
+        else:
+            for model in models:
+                row[model.name] = round(float(probabilities(model, [item.image.image])[0, ALL_INDEX]), 4)
+            row[ENSEMBLE] = round(sum(row[m.name] for m in models) / len(models), 4)
+            row["verdict"] = verdict(row[ENSEMBLE])
+            row["error"] = ""
+        rows.append(row)
+        progress(done, len(items))
+    columns = ["file", *(m.name for m in models), ENSEMBLE, "verdict", "error"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def patient_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per patient, for files named like C-NMC cells (``UID_<patient>_..._<all|hem>``); empty if none are."""
+    rows = []
+    for _, row in table[table["error"] == ""].iterrows():
+        try:
+            patient, label = parse_cell_name(PurePosixPath(row["file"]).name)
+        except ValueError:
+            continue
+        rows.append({"patient": patient, "label": CLASS_NAMES[label], "p_all": row[ENSEMBLE]})
+    if not rows:
+        return pd.DataFrame(columns=["patient", "label", "cells", "mean P(ALL)", "cells called ALL", "cell accuracy"])
+    cells = pd.DataFrame(rows)
+    cells["called_all"] = cells["p_all"] > 0.5
+    cells["correct"] = cells["called_all"] == (cells["label"] == "all")
+    summary = cells.groupby(["patient", "label"], sort=True).agg(
+        cells=("p_all", "size"),
+        mean_p_all=("p_all", "mean"),
+        called_all=("called_all", "sum"),
+        accuracy=("correct", "mean"),
+    )
+    summary = summary.reset_index().round(4)
+    return summary.rename(
+        columns={"mean_p_all": "mean P(ALL)", "called_all": "cells called ALL", "accuracy": "cell accuracy"}
+    )
+
+
+def write_csv(table: pd.DataFrame, folder: Path) -> Path:
+    path = folder / "cnmc_predictions.csv"
+    table.to_csv(path, index=False)
+    return path

@@ -1,0 +1,131 @@
+"""The served model set and its predictions: calibrated probabilities, verdicts, ensembles and latency.
+
+Each model is loaded through :func:`hub.load.load_model` from its registry source (the shipped folder when
+present, else the Hub repo, which is served from the cache when offline). A model that can't be loaded stays in
+the set with the reason, so the app can say so and still start.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from statistics import mean
+
+import torch
+from PIL import Image
+
+from hub.load import LoadedModel, load_model
+from hub.registry import MODELS, RegisteredModel
+from serving import fast
+
+ALL_INDEX = 1  # C-NMC's class order is ["hem", "all"]
+# Calibrated P(ALL) inside this band is too close to call: the verdict defers to an expert.
+UNCERTAIN_BAND = (0.35, 0.65)
+UNCERTAIN = "uncertain: refer to an expert"
+# "fp32" forces eager fp32; "auto" uses bf16 where the CPU supports it and parity on real cells holds.
+PRECISION = os.environ.get("CNMC_PRECISION", "auto")
+
+
+@dataclass
+class ServedModel:
+    name: str
+    source: str
+    loaded: LoadedModel | None = None
+    runner: fast.Runner | None = None
+    reason: str | None = None  # why it is unavailable, or why it runs in fp32
+
+    @property
+    def available(self) -> bool:
+        return self.runner is not None
+
+    @property
+    def status(self) -> str:
+        if not self.available:
+            return f"unavailable: {self.reason}"
+        calibration = "uncalibrated" if self.loaded.temperature is None else f"T = {self.loaded.temperature:.2f}"
+        note = f"; {self.reason}" if self.reason else ""
+        return f"available ({self.runner.precision}, {calibration}{note})"
+
+
+@dataclass
+class Prediction:
+    model: str
+    prob_all: float  # calibrated
+    latency_ms: float
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.prob_all)
+
+
+def verdict(prob_all: float) -> str:
+    if UNCERTAIN_BAND[0] <= prob_all <= UNCERTAIN_BAND[1]:
+        return UNCERTAIN
+    return "ALL" if prob_all > 0.5 else "HEM"
+
+
+def load_models(
+    registered: Sequence[RegisteredModel] = MODELS,
+    *,
+    parity_images: Sequence[Image.Image] = (),
+    precision: str = PRECISION,
+) -> list[ServedModel]:
+    """Load every registered model that can be; check the bf16 path against fp32 on ``parity_images``."""
+    served = []
+    for entry in registered:
+        model = ServedModel(entry.display_name, entry.source)
+        try:
+            model.loaded = load_model(entry.source)
+        except (OSError, RuntimeError, ValueError, KeyError) as error:  # ModelLoadError, bad files, wrong shapes
+            model.reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        else:
+            model.runner, model.reason = _choose_runner(model.loaded, parity_images, precision)
+        served.append(model)
+    return served
+
+
+def _choose_runner(
+    loaded: LoadedModel, images: Sequence[Image.Image], precision: str
+) -> tuple[fast.Runner, str | None]:
+    reference = fast.fp32_runner(loaded.model)
+    if precision == "fp32" or not fast.bf16_supported():
+        return reference, None
+    candidate = fast.bf16_runner(loaded.model)
+    if not images:
+        return candidate, None
+    x = _inputs(loaded, images)
+    check = fast.parity(_calibrated(reference(x), loaded), _calibrated(candidate(x), loaded))
+    if check.ok:
+        return candidate, None
+    return reference, f"bf16 differs from fp32 by {check.max_difference:.3f} on real cells, so fp32 is used"
+
+
+def _inputs(loaded: LoadedModel, images: Sequence[Image.Image]) -> torch.Tensor:
+    """The model's own eval transform, and nothing else."""
+    return torch.stack([loaded.transform(image) for image in images])
+
+
+def _calibrated(logits: torch.Tensor, loaded: LoadedModel) -> torch.Tensor:
+    return (logits / (loaded.temperature or 1.0)).softmax(-1)
+
+
+def probabilities(model: ServedModel, images: Sequence[Image.Image]) -> torch.Tensor:
+    """Calibrated class probabilities, (n, classes), for RGB images."""
+    return _calibrated(model.runner(_inputs(model.loaded, images)), model.loaded)
+
+
+def predict(model: ServedModel, image: Image.Image) -> Prediction:
+    start = time.perf_counter()
+    prob_all = float(probabilities(model, [image])[0, ALL_INDEX])
+    return Prediction(model.name, prob_all, (time.perf_counter() - start) * 1000)
+
+
+def available(models: Sequence[ServedModel]) -> list[ServedModel]:
+    return [m for m in models if m.available]
+
+
+def ensemble(predictions: Sequence[Prediction]) -> float:
+    """The ensemble's P(ALL): the mean of the models' calibrated probabilities."""
+    return mean(p.prob_all for p in predictions)

@@ -1,0 +1,49 @@
+"""What the "Models & results" tab shows: committed comparison results, model cards, credit and disclaimer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hub.export import CONFIG_NAME
+from hub.registry import ROOT
+from serving.predict import ServedModel
+
+RESULTS_DIR = ROOT / "results"
+DISCLAIMER = (
+    "**Research and education only, not for diagnosis.** These models have not been validated for clinical use; "
+    "a prediction is no substitute for a haematologist's review."
+)
+DATASET_CREDIT = (
+    "Trained on C-NMC 2019, published on The Cancer Imaging Archive under "
+    "[CC BY 3.0](https://creativecommons.org/licenses/by/3.0/): Gupta, A., & Gupta, R. (2019). "
+    "ALL Challenge dataset of ISBI 2019 [Data set]. The Cancer Imaging Archive. "
+    "https://doi.org/10.7937/tcia.2019.dc64i46r"
+)
+
+
+def comparison_markdown(results_dir: Path = RESULTS_DIR) -> str:
+    table = results_dir / "comparison.md"
+    if table.is_file():
+        return table.read_text()
+    return f"_No results committed yet: `python -m training.compare RUNS... --output {results_dir.name}/` writes them._"
+
+
+def result_plots(results_dir: Path = RESULTS_DIR) -> list[str]:
+    return [str(p) for p in sorted(results_dir.glob("*.png"))]
+
+
+def model_card_markdown(model: ServedModel) -> str:
+    """The model folder's README.md without its YAML header, then its config.json; or why it is unavailable."""
+    if not model.available:
+        return f"**{model.name}**: {model.status}"
+    folder = model.loaded.folder
+    readme = folder / "README.md"
+    parts = [f"**{model.name}**: {model.status}, from `{model.source}`"]
+    if readme.is_file():
+        text = readme.read_text()
+        parts.append(text.split("---\n", 2)[2] if text.startswith("---\n") and text.count("---\n") >= 2 else text)
+    config = folder / CONFIG_NAME
+    if config.is_file():
+        parts.append(f"```json\n{json.dumps(json.loads(config.read_text()), indent=2)}\n```")
+    return "\n\n".join(parts)

@@ -1,0 +1,359 @@
+"""The Gradio app and serving/: every tab's handler on real cells, every bad input, the API, and the fast path.
+
+Models are tiny (64 px) MobileNetV2s exported to temporary folders and injected with ``build_demo(models)``;
+nothing touches the network.
+"""
+
+import io
+import json
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import CNMC_ROOT
+from gradio_client import Client, handle_file
+from PIL import Image, ImageDraw
+
+import app
+from hub.export import export_model
+from hub.registry import RegisteredModel
+from serving import fast, gradcam, results
+from serving.images import load_batch, load_image
+from serving.lookalike import check_lookalike
+from serving.predict import UNCERTAIN, load_models, probabilities, verdict
+from training.backbones import create_model
+
+CELLS = sorted(p for p in CNMC_ROOT.rglob("*") if p.suffix in (".bmp", ".webp"))
+ALL_CELL = CNMC_ROOT / "training_data" / "fold_0" / "all" / "UID_11_10_1_all.bmp"
+HEM_CELL = CNMC_ROOT / "training_data" / "fold_0" / "hem" / "UID_H6_10_1_hem.webp"
+
+
+def _export(folder: Path, *, seed: int, gentle: bool = False, temperature: float | None = None) -> Path:
+    torch.manual_seed(seed)
+    model = create_model("mobilenetv2", pretrained=False, img_size=64).eval()
+    if gentle:  # small logits with a clear margin, like a trained model's, so bf16 parity can hold
+        with torch.no_grad():
+            model.classifier.weight.mul_(0.01)
+            model.classifier.bias.copy_(torch.tensor([0.0, 1.0]))
+    extra = []
+    if temperature is not None:
+        extra = [folder.parent / f"{folder.name}-calibration" / "calibration.json"]
+        extra[0].parent.mkdir(parents=True)
+        extra[0].write_text(json.dumps({"temperature": temperature}))
+    return export_model(model, folder, extra_files=extra)
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory) -> list[RegisteredModel]:
+    root = tmp_path_factory.mktemp("models")
+    return [
+        RegisteredModel("Tiny A", "mobilenetv2_100", _export(root / "a", seed=0), "cnmc-test/tiny-a"),
+        RegisteredModel("Tiny B", "mobilenetv2_100", _export(root / "b", seed=1, gentle=True), "cnmc-test/tiny-b"),
+        RegisteredModel("Gone", "vgg19_bn", root / "missing", "cnmc-test/not-cached"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def models(registered):
+    return load_models(registered, parity_images=[load_image(p).image for p in CELLS[:8]])
+
+
+# --- Bad input ------------------------------------------------------------------------------------------
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A small PNG whose header claims another size: a decompression bomb without the memory."""
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = b"IHDR" + struct.pack(">II", width, height) + bytes(data[24:29])
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(ihdr))
+    return bytes(data)
+
+
+def _saved(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def _animated_gif() -> bytes:
+    frames = [Image.new("RGB", (64, 64), colour) for colour in ("red", "green", "blue")]
+    return _saved(frames[0], "GIF", save_all=True, append_images=frames[1:])
+
+
+REFUSED = {
+    "not-an-image.bmp": (lambda: b"just some text, not pixels\n" * 10, "not an image"),
+    "corrupt.png": (lambda: b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "corrupt"),
+    "truncated.bmp": (lambda: ALL_CELL.read_bytes()[:30_000], "corrupt or truncated"),
+    "bomb.png": (lambda: _png_claiming(100_000, 100_000), "too large"),
+    "huge.png": (lambda: _png_claiming(8000, 8000), "the limit is"),
+    "one-pixel.png": (lambda: _saved(Image.new("RGB", (1, 1)), "PNG"), "only 1x1 pixels"),
+    "animated.gif": (_animated_gif, "3 frames"),
+    "vector.svg": (lambda: b'<svg xmlns="http://www.w3.org/2000/svg"/>', "not an image"),
+}
+
+
+def _cell(mode: str) -> Image.Image:
+    return Image.open(ALL_CELL).convert("RGB").convert(mode)
+
+
+def _sixteen_bit() -> Image.Image:
+    return Image.fromarray((np.asarray(_cell("L"), dtype=np.uint16) * 257).astype(np.uint16))
+
+
+CONVERTED = {
+    "gray.png": (lambda: _saved(_cell("L"), "PNG"), "grayscale"),
+    "rgba.png": (lambda: _saved(_cell("RGBA"), "PNG"), "transparent"),
+    "sixteen.png": (lambda: _saved(_sixteen_bit(), "PNG"), "16-bit"),
+    "cmyk.jpg": (lambda: _saved(_cell("CMYK"), "JPEG"), "CMYK"),
+    "cmyk.tiff": (lambda: _saved(_cell("CMYK"), "TIFF"), "CMYK"),
+    "palette.png": (lambda: _saved(_cell("P"), "PNG"), "palette"),
+}
+
+
+@pytest.fixture(scope="module")
+def uploads(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("uploads")
+    for name, (make, _) in {**REFUSED, **CONVERTED}.items():
+        (folder / name).write_bytes(make())
+    return folder
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_bad_files_get_a_clear_message_in_every_tab(models, uploads, name):
+    expected = REFUSED[name][1]
+    path = str(uploads / name)
+    for value, message in (
+        app.classify(models, path, "Tiny A"),
+        app.explain(models, path, "Tiny A"),
+        app.explain_all(models, path),
+    ):
+        assert not value and message.startswith("❌") and expected in message and name in message
+    message, table = app.compare(models, path)
+    assert expected in message and table.empty
+
+
+@pytest.mark.parametrize("name", CONVERTED)
+def test_other_modes_are_converted_and_said_so(models, uploads, name):
+    label, message = app.classify(models, str(uploads / name), "Tiny A")
+    assert set(label) == {"ALL", "HEM"} and CONVERTED[name][1] in message
+    assert load_image(uploads / name).image.mode == "RGB"
+
+
+def test_transparent_pixels_become_the_black_background(tmp_path):
+    image = Image.new("RGBA", (32, 32), (255, 255, 255, 0))
+    image.putpixel((5, 5), (200, 100, 50, 255))
+    checked = load_image(io.BytesIO(_saved(image, "PNG")))
+    assert checked.image.getpixel((0, 0)) == (0, 0, 0) and checked.image.getpixel((5, 5)) == (200, 100, 50)
+
+
+def test_no_upload_asks_for_one(models):
+    assert app.classify(models, None, None) == (None, "❌ Upload or paste a cell image first.")
+
+
+def test_zip_with_non_images_nested_folders_and_path_traversal(models, uploads, tmp_path):
+    archive = tmp_path / "work" / "cells.zip"
+    archive.parent.mkdir()
+    escape = tmp_path / "escaped.bmp"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(ALL_CELL, "patient/day1/" + ALL_CELL.name)
+        z.write(HEM_CELL, "../escaped.bmp")
+        z.write(HEM_CELL, "/abs/" + HEM_CELL.name)  # zipfile stores it as abs/...
+        z.writestr("notes.txt", "not an image")
+        z.writestr("__MACOSX/._" + ALL_CELL.name, "resource fork")
+        z.writestr("patient/", "")
+    (tmp_path / "work" / "broken.zip").write_bytes(b"PK\x03\x04 not really")
+    before = {p for p in tmp_path.rglob("*")}
+    files = [str(archive), str(tmp_path / "work" / "broken.zip"), str(uploads / "corrupt.png"), str(HEM_CELL)]
+    table, summary, csv, message = app.run_batch(models, files, progress=lambda *a, **k: None)
+    assert {p for p in tmp_path.rglob("*")} == before and not escape.exists()  # nothing extracted anywhere
+    rows = dict(zip(table["file"], table["error"], strict=True))
+    assert rows["cells.zip/patient/day1/UID_11_10_1_all.bmp"] == ""
+    assert rows["cells.zip/../escaped.bmp"] == "" and rows[f"cells.zip/abs/{HEM_CELL.name}"] == ""
+    assert "not an image" in rows["cells.zip/notes.txt"]
+    assert "not a readable zip" in rows["broken.zip"] and "corrupt" in rows["corrupt.png"]
+    assert len(rows) == 7 and "4 files classified, 3 could not be read" in message
+    assert set(summary["patient"]) == {"11", "H6"}
+    assert Path(csv).read_text().splitlines()[0] == "file,Tiny A,Tiny B,ensemble,verdict,error"
+
+
+def test_zip_bomb_is_refused_by_its_declared_size(tmp_path, monkeypatch):
+    archive = tmp_path / "many.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for i in range(3):
+            z.writestr(f"{i}.png", b"x")
+    monkeypatch.setattr("serving.images.MAX_ZIP_FILES", 2)
+    (item,) = load_batch([archive])
+    assert item.image is None and "holds too much" in item.error
+
+
+# --- The tabs on real cells -----------------------------------------------------------------------------
+
+
+def test_unavailable_models_say_why_and_the_app_still_builds(models, tmp_path):
+    status = {m.name: m.status for m in models}
+    assert status["Gone"].startswith("unavailable: ") and "HF_HUB_OFFLINE" in status["Gone"]
+    assert status["Tiny A"].startswith("available (") and status["Tiny B"].startswith("available (bf16")
+    assert app.build_demo(models, results_dir=tmp_path) is not None
+    nothing = load_models([RegisteredModel("Gone", "vgg19_bn", None, "cnmc-test/not-cached")])
+    assert app.classify(nothing, str(ALL_CELL), None) == (None, app.NO_MODEL)
+    assert app.build_demo(nothing, results_dir=tmp_path) is not None
+
+
+@pytest.mark.parametrize("cell", [ALL_CELL, HEM_CELL])
+def test_classify_and_explain(models, cell):
+    label, message = app.classify(models, str(cell), "Tiny B")
+    assert label["ALL"] + label["HEM"] == pytest.approx(1) and "Tiny B: P(ALL) = " in message and " ms (" in message
+    assert "doesn't look like" not in message
+    overlay, caption = app.explain(models, {"path": str(cell), "orig_name": cell.name}, "Tiny B")
+    assert overlay.shape == (64, 64, 3) and overlay.dtype == np.uint8 and "Tiny B" in caption
+
+
+def test_verdict_defers_to_an_expert_in_the_uncertain_band():
+    assert [verdict(p) for p in (0.1, 0.35, 0.5, 0.65, 0.9)] == ["HEM", UNCERTAIN, UNCERTAIN, UNCERTAIN, "ALL"]
+
+
+def test_temperature_from_calibration_json_scales_the_logits(tmp_path):
+    folder = _export(tmp_path / "calibrated", seed=0, temperature=4.0)
+    (model,) = load_models([RegisteredModel("T", "mobilenetv2_100", folder, "cnmc-test/t")], precision="fp32")
+    image = load_image(HEM_CELL).image
+    logits = model.runner(model.loaded.transform(image).unsqueeze(0))
+    assert model.loaded.temperature == 4.0 and "T = 4.00" in model.status
+    assert torch.allclose(probabilities(model, [image]), (logits / 4.0).softmax(-1))
+
+
+def test_compare_and_explain_all(models):
+    message, table = app.compare(models, str(ALL_CELL))
+    assert message.startswith("## Ensemble: ") and "Mean P(ALL) of 2 models" in message
+    assert list(table["model"]) == ["Tiny A", "Tiny B"] and set(table["agrees with ensemble"]) <= {"yes", "no"}
+    gallery, caption = app.explain_all(models, str(ALL_CELL))
+    assert [name for _, name in gallery] == ["Tiny A", "Tiny B"] and "Grad-CAM" in caption
+
+
+def test_batch_of_real_cells_with_patient_summary(models):
+    table, summary, csv, message = app.run_batch(models, [str(p) for p in CELLS[:12]], progress=lambda *a, **k: None)
+    assert len(table) == 12 and (table["error"] == "").all() and message == "12 files classified"
+    assert table["ensemble"].between(0, 1).all()
+    assert summary["cells"].sum() == sum("UID_" in p.name for p in CELLS[:12])
+    assert app.run_batch(models, [], progress=None)[3] == "Upload images or a .zip of them first."
+
+
+@pytest.mark.parametrize(
+    ("architecture", "size"), [("mobilenetv2", 64), ("vgg19", 64), ("inceptionv3", 96), ("resnet101v2", 64)]
+)
+def test_gradcam_has_a_target_layer_for_each_backbone(architecture, size):
+    from hub.load import LoadedModel
+    from training.transforms import eval_transform
+
+    model = create_model(architecture, pretrained=False, img_size=size).eval()
+    loaded = LoadedModel(model, eval_transform(model), ["hem", "all"], Path("."), None)
+    overlay = gradcam.overlay(loaded, load_image(ALL_CELL).image, 1)
+    assert overlay.shape == (size, size, 3)
+
+
+# --- Look-alike warning, fast path, results tab ---------------------------------------------------------
+
+
+def _photos() -> dict[str, Image.Image]:
+    """Stand-ins for ordinary photos: a sky gradient, sensor noise, a drawn landscape, a cell off-centre."""
+    y, x = np.mgrid[0:300, 0:400]
+    gradient = np.stack([x * 255 // 400, y * 255 // 300, np.full_like(x, 180)], -1).astype(np.uint8)
+    noise = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    scene = Image.new("RGB", (400, 300), (120, 170, 230))
+    draw = ImageDraw.Draw(scene)
+    draw.rectangle((0, 200, 400, 300), fill=(60, 140, 60))
+    draw.ellipse((300, 30, 360, 90), fill=(255, 220, 80))
+    draw.polygon([(50, 200), (150, 80), (250, 200)], fill=(110, 110, 120))
+    cell = Image.open(ALL_CELL).convert("RGB")
+    corner = Image.new("RGB", (900, 900))
+    corner.paste(cell.crop((100, 100, 350, 350)), (620, 620))
+    white = Image.new("RGB", (300, 300), "white")
+    ImageDraw.Draw(white).ellipse((100, 100, 200, 200), fill=(120, 60, 160))
+    return {
+        "gradient": Image.fromarray(gradient),
+        "noise": Image.fromarray(noise),
+        "scene": scene,
+        "corner": corner,
+        "white": white,
+        "black": Image.new("RGB", (450, 450)),
+    }
+
+
+def test_lookalike_passes_every_real_cell():
+    failing = [p.name for p in CELLS if not check_lookalike(Image.open(p)).looks_like_cell]
+    assert failing == []
+
+
+@pytest.mark.parametrize("name", ["gradient", "noise", "scene", "corner", "white", "black"])
+def test_lookalike_warns_on_photos(models, tmp_path, name):
+    image = _photos()[name]
+    result = check_lookalike(image)
+    assert not result.looks_like_cell and result.reasons
+    image.save(tmp_path / "photo.png")
+    _, message = app.classify(models, str(tmp_path / "photo.png"), "Tiny A")
+    assert "doesn't look like a C-NMC cell" in message
+
+
+def test_fast_path_matches_fp32_on_real_cells(models):
+    """Whatever path each model serves with, it gives fp32's labels and probabilities within 0.02 on real cells."""
+    images = [load_image(p).image for p in CELLS]
+    for model in (m for m in models if m.available):
+        x = torch.stack([model.loaded.transform(i) for i in images])
+        reference = fast.fp32_runner(model.loaded.model)(x).softmax(-1)
+        assert fast.parity(reference, probabilities(model, images)).ok, model.name
+    gentle = next(m for m in models if m.name == "Tiny B")
+    assert gentle.runner.precision == ("bf16" if fast.bf16_supported() else "fp32")
+
+
+def test_parity_flags_label_flips_and_drift():
+    reference = torch.tensor([[0.9, 0.1], [0.45, 0.55]])
+    assert fast.parity(reference, reference).ok
+    assert not fast.parity(reference, torch.tensor([[0.9, 0.1], [0.55, 0.45]])).same_labels
+    drift = fast.parity(reference, torch.tensor([[0.87, 0.13], [0.45, 0.55]]))
+    assert drift.same_labels and not drift.ok and drift.max_difference == pytest.approx(0.03)
+
+
+def test_results_tab_without_and_with_committed_results(models, tmp_path):
+    assert "No results committed yet" in results.comparison_markdown(tmp_path)
+    assert results.result_plots(tmp_path) == []
+    (tmp_path / "comparison.md").write_text("| model | F1 |\n|---|---|\n| MobileNetV2 | 0.8 |\n")
+    Image.new("RGB", (8, 8)).save(tmp_path / "roc_overlay.png")
+    assert "| MobileNetV2 | 0.8 |" in results.comparison_markdown(tmp_path)
+    assert results.result_plots(tmp_path) == [str(tmp_path / "roc_overlay.png")]
+    tiny = next(m for m in models if m.name == "Tiny A")
+    (tiny.loaded.folder / "README.md").write_text("---\nlicense: apache-2.0\n---\n# Tiny A card\n")
+    card = results.model_card_markdown(tiny)
+    assert "# Tiny A card" in card and "license:" not in card and '"architecture": "mobilenetv2_100"' in card
+    assert "unavailable: " in results.model_card_markdown(next(m for m in models if m.name == "Gone"))
+    assert "10.7937/tcia.2019.dc64i46r" in results.DATASET_CREDIT and "CC BY 3.0" in results.DATASET_CREDIT
+    assert "not for diagnosis" in results.DISCLAIMER
+
+
+# --- The API, over HTTP ---------------------------------------------------------------------------------
+
+
+def test_gradio_client_calls_every_named_endpoint(models, uploads, tmp_path):
+    demo = app.build_demo(models, results_dir=tmp_path)
+    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(demo.local_url, verbose=False)
+        label, message = client.predict(handle_file(str(ALL_CELL)), "Tiny B", api_name="/classify")
+        assert label["label"] in ("ALL", "HEM") and "Tiny B: P(ALL)" in message
+        ensemble, table = client.predict(handle_file(str(HEM_CELL)), api_name="/compare")
+        assert ensemble.startswith("## Ensemble") and [row[0] for row in table["data"]] == ["Tiny A", "Tiny B"]
+        _, message = client.predict(handle_file(str(uploads / "bomb.png")), "Tiny A", api_name="/classify")
+        assert "too large" in message  # and the server keeps serving:
+        overlay, _ = client.predict(handle_file(str(HEM_CELL)), "Tiny A", api_name="/explain")
+        assert Path(overlay).is_file()
+        gallery, _ = client.predict(handle_file(str(HEM_CELL)), api_name="/explain_all")
+        assert len(gallery) == 2
+        table, _, csv, message = client.predict([handle_file(str(p)) for p in CELLS[:3]], api_name="/batch")
+        assert len(table["data"]) == 3 and Path(csv).is_file() and message == "3 files classified"
+    finally:
+        demo.close()

@@ -1,0 +1,68 @@
+"""A real browser on the app: Playwright drives Debian's Chromium (``apt-get install chromium``), offline.
+
+It uploads a cell in the Classify tab and reads the label shown, then screenshots the Compare tab into
+``test-artifacts/``. Skipped only where /usr/bin/chromium is missing.
+"""
+
+from pathlib import Path
+
+import pytest
+from conftest import CNMC_ROOT
+
+import app
+from hub.export import export_model
+from hub.registry import RegisteredModel
+from serving.predict import load_models
+from training.backbones import create_model
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+CELL = CNMC_ROOT / "training_data" / "fold_0" / "all" / "UID_11_10_1_all.bmp"
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is missing: apt-get install chromium")
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    folder = export_model(
+        create_model("mobilenetv2", pretrained=False, img_size=64).eval(), tmp_path_factory.mktemp("m")
+    )
+    models = load_models([RegisteredModel("Tiny", "mobilenetv2_100", folder, "cnmc-test/tiny")], precision="fp32")
+    demo = app.build_demo(models, results_dir=tmp_path_factory.mktemp("results"))
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    yield demo.local_url
+    demo.close()
+
+
+def test_classify_a_cell_and_screenshot_compare(url):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(url)
+            page.locator("input[type=file]").first.set_input_files(str(CELL))
+            page.get_by_role("button", name="Classify", exact=True).click()
+            verdict = page.get_by_text("Tiny: P(ALL) = ")
+            verdict.wait_for(timeout=60_000)
+            label = page.locator("[data-testid=label-output-value]").first.inner_text()
+            assert label.strip() in ("ALL", "HEM")
+            page.get_by_role("tab", name="Compare").click()
+            page.locator("input[type=file]").nth(1).set_input_files(str(CELL))
+            page.get_by_role("button", name="Compare all models").click()
+            page.get_by_text("Ensemble: ").wait_for(timeout=60_000)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=ARTIFACTS / "compare_tab.png", full_page=True)
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "compare_tab.png").stat().st_size > 10_000
