@@ -10,7 +10,9 @@ from training.compare import main
 
 def make_run(folder: Path, backbone: str, f1: float, split: str, seconds: list[float]) -> Path:
     folder.mkdir(parents=True)
-    (folder / "run_config.json").write_text(json.dumps({"backbone": backbone, "preset": "best", "pretrained": False}))
+    (folder / "run_config.json").write_text(
+        json.dumps({"backbone": backbone, "preset": "best", "pretrained": False, "img_size": 224})
+    )
     metrics = {"f1_weighted": f1, "accuracy": f1 + 0.01, "roc_auc": 0.9, "patient_accuracy": 1.0}
     (folder / "eval.json").write_text(json.dumps({"split": split, **metrics}))
     (folder / "eval_predictions.csv").write_text(
@@ -36,7 +38,7 @@ def test_folds_pool_into_mean_and_sd(tmp_path):
     assert mobile["wall_seconds"]["mean"] == pytest.approx(90)
     assert (mobile["thesis_accuracy"], mobile["thesis_f1"]) == (82.75, 82.48)
     table = (tmp_path / "out" / "comparison.md").read_text()
-    assert "| MobileNetV2 | best | scratch | 2 | 0.750 ± 0.071 |" in table
+    assert "| MobileNetV2 | best | scratch | 224 | 2 | 0.750 ± 0.071 |" in table
     assert "| 77.40 % | 76.37 % |" in table and "cv fold 0; cv fold 1" in table
     assert (tmp_path / "out" / "roc_overlay.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -78,6 +78,7 @@ def summarize(runs: list[dict]) -> list[dict]:
                 "display_name": resolve_backbone(backbone).display_name,
                 "preset": preset,
                 "pretrained": members[0]["config"]["pretrained"],
+                "img_size": members[0]["config"].get("img_size"),
                 "runs": [m["dir"] for m in members],
                 "evaluated_on": sorted({m["eval"]["split"] for m in members}),
                 "epochs": [m["epochs"] for m in members],
@@ -100,14 +101,15 @@ def _fmt(stat: dict, scale: float = 1.0, digits: int = 3) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| Backbone | Preset | Start | Runs | Weighted F1 | Accuracy | ROC-AUC | Patient accuracy | Wall time (min) "
-        "| Train img/s | Thesis accuracy | Thesis F1 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Backbone | Preset | Start | Input px | Runs | Weighted F1 | Accuracy | ROC-AUC | Patient accuracy "
+        "| Wall time (min) | Train img/s | Thesis accuracy | Thesis F1 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['display_name']} | {r['preset']} | {'ImageNet' if r['pretrained'] else 'scratch'} | "
-            f"{len(r['runs'])} | {_fmt(r['f1_weighted'])} | {_fmt(r['accuracy'])} | {_fmt(r['roc_auc'])} | "
+            f"{r['img_size'] or '?'} | {len(r['runs'])} | {_fmt(r['f1_weighted'])} | {_fmt(r['accuracy'])} | "
+            f"{_fmt(r['roc_auc'])} | "
             f"{_fmt(r['patient_accuracy'])} | {_fmt(r['wall_seconds'], 1 / 60, 1)} | "
             f"{_fmt(r['train_img_per_s'], 1, 0)} | {r['thesis_accuracy']:.2f} % | {r['thesis_f1']:.2f} % |"
         )
