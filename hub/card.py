@@ -50,7 +50,7 @@ _METRICS = {
     "recall": "Recall / sensitivity (ALL)",
     "specificity": "Specificity (HEM)",
     "roc_auc": "ROC AUC",
-    "patient_accuracy": "Patient accuracy (majority vote of the cells)",
+    "patient_accuracy": "Patient accuracy (one call per patient: mean P(ALL) of its cells)",
     "mean_patient_cell_accuracy": "Mean per-patient cell accuracy",
 }
 

@@ -161,12 +161,10 @@ def run_config(args: argparse.Namespace, recipe: Recipe, train, val, val_descrip
         "img_size": args.img_size or resolve_backbone(args.backbone).img_size,
         "seed": args.seed,
         "data_dir": str(args.data_dir),
-        "split": {
-            "train_folds": args.train_folds,
-            "val_folds": args.val_folds,
-            "cv_split": args.cv_split,
-            "cv_fold": args.cv_fold,
-        },
+        # Only the split that was used: the fold flags keep their defaults when a cv split is chosen.
+        "split": {"cv_split": args.cv_split, "cv_fold": args.cv_fold}
+        if args.cv_split
+        else {"train_folds": args.train_folds, "val_folds": args.val_folds},
         "val_description": val_description,
         "train_cells": len(train),
         "val_cells": len(val) if val is not None else 0,
