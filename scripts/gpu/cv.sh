@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One GPU session: the training-throughput benchmark, then MobileNetV2 (best preset) on the fixed 3-fold
-# patient-grouped cross-validation, and the shipped model on both folds, all four runs side by side on one GPU.
+# One GPU session: the training-throughput benchmark, then one backbone (BACKBONE, default mobilenetv2; PRESET,
+# default best) on the fixed 3-fold patient-grouped cross-validation, and the shipped model on both folds, all
+# four runs side by side on one GPU.
 #
 # Needs `prepared/` (python -m training.data prepare --data-dir PATH/C-NMC_Leukemia --output prepared) and,
 # on a machine without them, wheels in .whl/ (datasets, evaluate, timm, dill, multiprocess).
@@ -26,15 +27,17 @@ nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null
 [ "${SKIP_BENCH:-0}" = 1 ] || timeout 200 python3 -m benchmarks.train_throughput --data-dir prepared --steps "$BENCH_STEPS" \
   --output "$OUT/train_throughput.json" 2>&1 | grep -v Warning | tee "$OUT/bench.log"
 
-COMMON=(--backbone mobilenetv2 --data-dir prepared --no-pretrained --preset best --epochs "$EPOCHS"
+BACKBONE=${BACKBONE:-mobilenetv2}
+PRESET=${PRESET:-best}
+COMMON=(--backbone "$BACKBONE" --data-dir prepared --no-pretrained --preset "$PRESET" --epochs "$EPOCHS"
         --num-workers "$WORKERS" --mixed-precision bf16 --no-verify $LIMIT)
 start=$(date +%s)
 for k in 0 1 2; do
   timeout "${TRAIN_LIMIT:-900}" python3 -m training.train "${COMMON[@]}" --cv-split splits/cnmc_cv3_seed0.json --cv-fold $k \
-    --output-dir "$OUT/runs/mobilenetv2-best-cv$k" > "$OUT/cv$k.log" 2>&1 &
+    --output-dir "$OUT/runs/$BACKBONE-$PRESET-cv$k" > "$OUT/cv$k.log" 2>&1 &
 done
 timeout "${TRAIN_LIMIT:-900}" python3 -m training.train "${COMMON[@]}" --train-folds fold_0 fold_1 --val-folds \
-  --output-dir "$OUT/runs/mobilenetv2-best-all" > "$OUT/all.log" 2>&1 &
+  --output-dir "$OUT/runs/$BACKBONE-$PRESET-all" > "$OUT/all.log" 2>&1 &
 wait
 echo "training wall time: $(( $(date +%s) - start )) s"
 for log in "$OUT"/cv*.log "$OUT"/all.log; do echo "== $log"; tr '\r' '\n' < "$log" | grep -E "^epoch|rror" | tail -3; done
