@@ -1,0 +1,28 @@
+"""The model folder the repository ships is what the app loads offline: it must load, and agree with timm."""
+
+import timm
+import torch
+from conftest import CNMC_ROOT
+from PIL import Image
+
+from hub.load import load_model
+from hub.registry import registered_model
+
+SHIPPED = registered_model("MobileNetV2")
+
+
+def test_registry_points_the_app_at_the_shipped_folder():
+    assert SHIPPED.source == str(SHIPPED.local_dir)
+
+
+def test_shipped_model_loads_offline_with_its_preprocessing_and_calibration():
+    loaded = load_model(SHIPPED.source)
+    assert loaded.label_names == ["hem", "all"]
+    assert loaded.temperature is not None and loaded.temperature > 0
+    cells = sorted((CNMC_ROOT / "training_data" / "fold_0").glob("*/*"))
+    x = torch.stack([loaded.transform(Image.open(p).convert("RGB")) for p in cells])
+    size = loaded.model.pretrained_cfg["input_size"][-1]
+    assert x.shape == (len(cells), 3, size, size)
+    reference = timm.create_model(f"local-dir:{SHIPPED.local_dir}", pretrained=True).eval()
+    with torch.inference_mode():
+        assert torch.allclose(loaded.model(x), reference(x), atol=1e-5)
