@@ -72,15 +72,29 @@ def _pick(models: Sequence[ServedModel], name: str | None) -> ServedModel | None
     return next((m for m in ready if m.name == name), ready[0] if ready else None)
 
 
-def classify(models: Sequence[ServedModel], upload: dict | str | None, model_name: str | None):
-    """-> (gr.Label value, verdict markdown)."""
-    model = _pick(models, model_name)
+class _Refused(Exception):
+    """A request that can't be served; its text is the message shown to the user."""
+
+
+def _model_and_image(
+    models: Sequence[ServedModel], upload: dict | str | None, model_name: str | None
+) -> tuple[ServedModel, CheckedImage]:
     try:
         checked = _read(upload)
     except ImageError as error:
-        return None, f"❌ {error}"
+        raise _Refused(f"❌ {error}") from None
+    model = _pick(models, model_name)
     if model is None:
-        return None, NO_MODEL
+        raise _Refused(NO_MODEL)
+    return model, checked
+
+
+def classify(models: Sequence[ServedModel], upload: dict | str | None, model_name: str | None):
+    """-> (gr.Label value, verdict markdown)."""
+    try:
+        model, checked = _model_and_image(models, upload, model_name)
+    except _Refused as refusal:
+        return None, str(refusal)
     p = predict(model, checked.image)
     calibration = "uncalibrated" if model.loaded.temperature is None else "calibrated"
     text = (
@@ -92,13 +106,10 @@ def classify(models: Sequence[ServedModel], upload: dict | str | None, model_nam
 
 def explain(models: Sequence[ServedModel], upload: dict | str | None, model_name: str | None):
     """-> (Grad-CAM overlay for ALL or None, message)."""
-    model = _pick(models, model_name)
     try:
-        checked = _read(upload)
-    except ImageError as error:
-        return None, f"❌ {error}"
-    if model is None:
-        return None, NO_MODEL
+        model, checked = _model_and_image(models, upload, model_name)
+    except _Refused as refusal:
+        return None, str(refusal)
     return gradcam.overlay(model.loaded, checked.image, ALL_INDEX), f"Grad-CAM of {model.name} for class ALL"
 
 
