@@ -181,6 +181,8 @@ def build_demo(
         models = load_models(parity_images=[load_image(p).image for p in examples])
     names = [m.name for m in available(models)]
     concurrency = {"concurrency_id": "cpu", "concurrency_limit": concurrency_limit}
+    # Image events skip gradio's decoding: our loader, not gradio's, decodes untrusted uploads.
+    image_event = {"preprocess": False, **concurrency}
     status = "\n".join(f"- **{m.name}**: {m.status}" for m in models)
     with gr.Blocks(title="C-NMC ALL detector") as demo:
         gr.Markdown(
@@ -206,16 +208,14 @@ def build_demo(
                 [image, model_name],
                 [label, message],
                 api_name="classify",
-                preprocess=False,
-                **concurrency,
+                **image_event,
             )
             explain_button.click(
                 partial(explain, models),
                 [image, model_name],
                 [heatmap, explain_message],
                 api_name="explain",
-                preprocess=False,
-                **concurrency,
+                **image_event,
             )
         with gr.Tab("Compare"):
             with gr.Row():
@@ -235,16 +235,14 @@ def build_demo(
                 compare_image,
                 [compare_message, compare_table],
                 api_name="compare",
-                preprocess=False,
-                **concurrency,
+                **image_event,
             )
             explain_all_button.click(
                 partial(explain_all, models),
                 compare_image,
                 [gallery, gallery_message],
                 api_name="explain_all",
-                preprocess=False,
-                **concurrency,
+                **image_event,
             )
         with gr.Tab("Batch"):
             files = gr.File(label="Images or .zip files", file_count="multiple", type="filepath")

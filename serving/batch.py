@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from serving.images import BatchItem
-from serving.predict import ALL_INDEX, ServedModel, probabilities, verdict
+from serving.predict import ServedModel, ensemble, predict, verdict
 from training.data import CLASS_NAMES, parse_cell_name
 
 ENSEMBLE = "ensemble"
@@ -28,11 +28,10 @@ def predict_batch(
         if item.image is None:
             row["error"] = item.error
         else:
-            for model in models:
-                row[model.name] = round(float(probabilities(model, [item.image.image])[0, ALL_INDEX]), 4)
-            row[ENSEMBLE] = round(sum(row[m.name] for m in models) / len(models), 4)
-            row["verdict"] = verdict(row[ENSEMBLE])
-            row["error"] = ""
+            predictions = [predict(model, item.image.image) for model in models]
+            row |= {p.model: round(p.prob_all, 4) for p in predictions}
+            mean_all = ensemble(predictions)  # the Compare tab's ensemble, on unrounded probabilities
+            row |= {ENSEMBLE: round(mean_all, 4), "verdict": verdict(mean_all), "error": ""}
         rows.append(row)
         progress(done, len(items))
     columns = ["file", *(m.name for m in models), ENSEMBLE, "verdict", "error"]
