@@ -39,6 +39,7 @@ EXAMPLES = [
     CELLS / "fold_0" / "hem" / "UID_H11_10_1_hem.webp",
     CELLS / "fold_1" / "hem" / "UID_H14_10_1_hem.webp",
 ]
+PARITY_CELLS = sorted(CELLS.glob("*/*/*"))  # the bf16 path must match fp32 on every one of these real cells
 # One CPU: model events share one queue slot, which the load benchmark (benchmarks/app_load.py) favours,
 # and which keeps Grad-CAM's hooks from seeing another request's forward pass.
 CONCURRENCY_LIMIT = 1
@@ -175,10 +176,10 @@ def build_demo(
     results_dir: Path = results.RESULTS_DIR,
     concurrency_limit: int = CONCURRENCY_LIMIT,
 ) -> gr.Blocks:
-    """The app around ``models`` (default: the registry's, with bf16 checked against fp32 on the examples)."""
+    """The app around ``models`` (default: the registry's, with bf16 checked against fp32 on real cells)."""
     examples = [str(p) for p in examples if p.is_file()]
     if models is None:
-        models = load_models(parity_images=[load_image(p).image for p in examples])
+        models = load_models(parity_images=[load_image(p).image for p in PARITY_CELLS])
     names = [m.name for m in available(models)]
     concurrency = {"concurrency_id": "cpu", "concurrency_limit": concurrency_limit}
     # Image events skip gradio's decoding: our loader, not gradio's, decodes untrusted uploads.

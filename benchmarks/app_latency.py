@@ -1,12 +1,13 @@
-"""The app's inference latency at batch 1: eager fp32 against the bf16 path, in the same run.
+"""The app's inference latency at batch 1: eager fp32 against the bf16 paths, in the same run.
 
     python -m benchmarks.app_latency [--repeats 30]
 
-Per backbone and for the Compare tab's four models in a row (Grad-CAM excluded): each model's own eval transform
-plus its forward pass on a real cell. Models are randomly initialised (weights don't change speed); accuracy
-parity is checked on real cells at app start-up and in tests/test_app.py. The shipped models (those with a
-local folder) are also timed as they are, at their own input size, with their bf16 parity on every fixture
-cell. Writes benchmarks/results/app_latency.json.
+Each backbone alone (its eval transform and its forward pass timed apart, on a real cell), then the Compare
+tab's four models in a row (transform and forward each, Grad-CAM excluded). Paths: fp32; all bf16; and bf16
+after a quarter of the parametrised layers in fp32, the most that ``serving.fast.choose_runner`` would keep.
+Models are randomly initialised (weights don't change speed). The shipped models (those with a local folder)
+are also timed with their real weights, at their own input size, on the path the app picks for them, with its
+parity against fp32 on every fixture cell. Writes benchmarks/results/app_latency.json.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hub.load import load_model
 from hub.registry import MODELS
 from serving import fast
 from serving.images import load_image
+from serving.predict import calibrated, load_models
 from training.backbones import BACKBONES, create_model
 from training.transforms import eval_transform
 
@@ -46,22 +47,29 @@ def _time(runner, x: torch.Tensor, warmup: int, repeats: int) -> dict:
     return _stats(times)
 
 
+def _quarter_fp32(model: torch.nn.Module) -> fast.Runner:
+    return fast.bf16_runner(model, fp32_layers=len(fast.parametrised_layers(model)) // 4)
+
+
 def shipped(warmup: int, repeats: int) -> dict:
-    """Each shipped model with its real weights: latency per precision, and bf16's parity on real cells."""
+    """Each shipped model with its real weights, on the runner the app picks, and that runner's parity."""
     images = [load_image(p).image for p in sorted(CELLS.glob("*/*/*"))]
     report = {}
     for entry in MODELS:
         if entry.source != str(entry.local_dir):
             continue
-        loaded = load_model(entry.source)
+        (served,) = load_models([entry], parity_images=images)
+        loaded = served.loaded
         x = torch.stack([loaded.transform(i) for i in images])
-        reference, candidate = fast.fp32_runner(loaded.model), fast.bf16_runner(loaded.model)
-        check = fast.parity(reference(x).softmax(-1), candidate(x).softmax(-1))
+        reference = fast.fp32_runner(loaded.model)
+        check = fast.parity(calibrated(reference(x), loaded), calibrated(served.runner(x), loaded))
         report[entry.display_name] = {
             "input_size": loaded.model.pretrained_cfg["input_size"][-1],
+            "served_precision": served.runner.precision,
+            "transform": _time(loaded.transform, images[0], warmup, repeats),
             "fp32": _time(reference, x[:1], warmup, repeats),
-            "bf16": _time(candidate, x[:1], warmup, repeats),
-            "bf16_parity": {
+            "served": _time(served.runner, x[:1], warmup, repeats),
+            "parity": {
                 "cells": len(images),
                 "same_labels": check.same_labels,
                 "max_probability_difference": round(check.max_difference, 4),
@@ -76,31 +84,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args(argv)
     image = load_image(CELL).image
-    runners = {}
+    models, transforms, runners = {}, {}, {}
     for backbone in BACKBONES:
         model = create_model(backbone.timm_name, pretrained=False).eval()
-        transform = eval_transform(model)
-        runners[backbone.display_name] = {"fp32": (fast.fp32_runner(model), transform)}
+        name = backbone.display_name
+        models[name], transforms[name] = model, eval_transform(model)
+        runners[name] = {"fp32": fast.fp32_runner(model)}
         if fast.bf16_supported():
-            runners[backbone.display_name]["bf16"] = (fast.bf16_runner(model), transform)
-    times = {name: {precision: [] for precision in paths} for name, paths in runners.items()}
+            runners[name] |= {"bf16": fast.bf16_runner(model), "bf16, first quarter fp32": _quarter_fp32(model)}
+    alone = {}
+    for name, paths in runners.items():
+        x = transforms[name](image).unsqueeze(0)
+        alone[name] = {"transform": _time(transforms[name], image, args.warmup, args.repeats)}
+        alone[name] |= {path: _time(runner, x, args.warmup, args.repeats) for path, runner in paths.items()}
+    # The Compare tab: each model's transform and forward in turn, so each model meets the caches the others left.
+    in_a_row = {path: [] for path in next(iter(runners.values()))}
     for step in range(args.warmup + args.repeats):
-        for name, paths in runners.items():
-            for precision, (runner, transform) in paths.items():
-                start = time.perf_counter()
-                runner(transform(image).unsqueeze(0))
-                if step >= args.warmup:
-                    times[name][precision].append((time.perf_counter() - start) * 1000)
+        for path, times in in_a_row.items():
+            start = time.perf_counter()
+            for name, paths in runners.items():
+                paths[path](transforms[name](image).unsqueeze(0))
+            if step >= args.warmup:
+                times.append((time.perf_counter() - start) * 1000)
     report = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "repeats": args.repeats,
-        "models": {name: {p: _stats(t) for p, t in paths.items()} for name, paths in times.items()},
+        "alone": alone,
+        "four_models_in_a_row": {path: _stats(times) for path, times in in_a_row.items()},
         "shipped": shipped(args.warmup, args.repeats) if fast.bf16_supported() else {},
-        "four_models": {
-            p: _stats([sum(times[name][p][i] for name in times) for i in range(args.repeats)])
-            for p in next(iter(times.values()))
-        },
     }
     OUTPUT.parent.mkdir(exist_ok=True)
     OUTPUT.write_text(json.dumps(report, indent=2) + "\n")

@@ -59,7 +59,8 @@ def registered(tmp_path_factory) -> list[RegisteredModel]:
 
 @pytest.fixture(scope="module")
 def models(registered):
-    return load_models(registered, parity_images=[load_image(p).image for p in CELLS[:8]])
+    # "bf16" rather than "auto": the path then depends on parity alone, not on this machine's timings
+    return load_models(registered, parity_images=[load_image(p).image for p in CELLS[:8]], precision="bf16")
 
 
 # --- Bad input ------------------------------------------------------------------------------------------
@@ -309,6 +310,42 @@ def test_fast_path_matches_fp32_on_real_cells(models):
         assert fast.parity(reference, probabilities(model, images)).ok, model.name
     gentle = next(m for m in models if m.name == "Tiny B")
     assert gentle.runner.precision == ("bf16" if fast.bf16_supported() else "fp32")
+
+
+@pytest.mark.skipif(not fast.bf16_supported(), reason="this CPU has no bf16 support")
+def test_bf16_runner_keeps_the_leading_layers_fp32_and_the_model_intact():
+    model = create_model("mobilenetv2", pretrained=False, img_size=64).eval()
+    x = torch.rand(2, 3, 64, 64)
+    runner = fast.bf16_runner(model, fp32_layers=3)
+    dtypes = [next(m.parameters(recurse=False)).dtype for m in runner.module.modules() if list(m.parameters(False))]
+    assert dtypes[:3] == [torch.float32] * 3 and set(dtypes[3:]) == {torch.bfloat16}
+    assert runner.precision == "bf16 after 3 fp32 layers"
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert runner(x).dtype == torch.float32 and runner(x).shape == (2, 2)
+
+
+@pytest.mark.skipif(not fast.bf16_supported(), reason="this CPU has no bf16 support")
+def test_choose_runner_keeps_fp32_unless_bf16_matches_and_is_faster(monkeypatch):
+    model = create_model("mobilenetv2", pretrained=False, img_size=64).eval()
+    x = torch.rand(4, 3, 64, 64)
+    runner, reason = fast.choose_runner(model, x, lambda logits: logits * 1e3)  # magnifies any rounding
+    assert runner.precision == "fp32" and "bf16 differs from fp32 by" in reason
+
+    def probabilities(logits):
+        return torch.zeros_like(logits)  # every path agrees
+
+    runner, reason = fast.choose_runner(model, x, probabilities, require_speedup=False)
+    assert (runner.precision, reason) == ("bf16", None)
+    monkeypatch.setattr(fast, "latency_ms", lambda runner, x: 1.0 if runner.precision == "fp32" else 2.0)
+    runner, reason = fast.choose_runner(model, x, probabilities)
+    assert runner.precision == "fp32" and "bf16 matches fp32 but is not faster here (2.0 against 1.0 ms)" in reason
+    monkeypatch.setattr(fast, "latency_ms", lambda runner, x: 2.0 if runner.precision == "fp32" else 1.0)
+    assert fast.choose_runner(model, x, probabilities)[0].precision == "bf16"
+
+
+def test_unknown_precision_is_refused_by_name(registered):
+    with pytest.raises(ValueError, match="Unknown precision 'int4'.*auto, bf16, fp32"):
+        load_models(registered, precision="int4")
 
 
 def test_parity_flags_label_flips_and_drift():

@@ -1,13 +1,17 @@
 """A real browser on the app: Playwright drives Debian's Chromium (``apt-get install chromium``), offline.
 
 It uploads a cell in the Classify tab and reads the label shown, then screenshots the Compare tab into
-``test-artifacts/``. Skipped only where /usr/bin/chromium is missing.
+``test-artifacts/``; and it pastes a cell from the clipboard. Skipped only where /usr/bin/chromium is missing.
 """
 
+import base64
+import io
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import CNMC_ROOT
+from PIL import Image
 
 import app
 from hub.export import export_model
@@ -33,11 +37,16 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is m
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory):
-    folder = export_model(
-        create_model("mobilenetv2", pretrained=False, img_size=64).eval(), tmp_path_factory.mktemp("m")
-    )
-    models = load_models([RegisteredModel("Tiny", "mobilenetv2_100", folder, "cnmc-test/tiny")], precision="fp32")
+def models(tmp_path_factory):
+    model = create_model("mobilenetv2", pretrained=False, img_size=64).eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(0.02)  # unsaturated: different cells get different probabilities
+    folder = export_model(model, tmp_path_factory.mktemp("m"))
+    return load_models([RegisteredModel("Tiny", "mobilenetv2_100", folder, "cnmc-test/tiny")], precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def url(models, tmp_path_factory):
     demo = app.build_demo(models, results_dir=tmp_path_factory.mktemp("results"))
     demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     yield demo.local_url
@@ -66,3 +75,33 @@ def test_classify_a_cell_and_screenshot_compare(url):
         finally:
             browser.close()
     assert (ARTIFACTS / "compare_tab.png").stat().st_size > 10_000
+
+
+def test_paste_a_cell_from_the_clipboard(url, models):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    png = io.BytesIO()
+    Image.open(CELL).save(png, "PNG")
+    _, expected = app.classify(models, str(CELL), "Tiny")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        try:
+            context = browser.new_context()
+            context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url.rstrip("/"))
+            page = context.new_page()
+            page.goto(url)
+            page.evaluate(
+                """async (data) => {
+                    const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+                    const item = new ClipboardItem({"image/png": new Blob([bytes], {type: "image/png"})});
+                    await navigator.clipboard.write([item]);
+                }""",
+                base64.b64encode(png.getvalue()).decode(),
+            )
+            page.get_by_label("Paste from clipboard").first.click()
+            page.get_by_role("button", name="Classify", exact=True).click()
+            verdict = page.get_by_text("Tiny: P(ALL) = ")
+            verdict.wait_for(timeout=60_000)
+            # The same pixels as the file: the same probability, whatever the latency.
+            assert verdict.inner_text().split(" · ")[0] == expected.split("\n\n")[1].split(" · ")[0]
+        finally:
+            browser.close()

@@ -5,8 +5,12 @@ import torch
 from conftest import CNMC_ROOT
 from PIL import Image
 
+import app
 from hub.load import load_model
 from hub.registry import registered_model
+from serving import fast
+from serving.images import load_image
+from serving.predict import calibrated, load_models, probabilities
 
 SHIPPED = registered_model("MobileNetV2")
 
@@ -26,3 +30,14 @@ def test_shipped_model_loads_offline_with_its_preprocessing_and_calibration():
     reference = timm.create_model(f"local-dir:{SHIPPED.local_dir}", pretrained=True).eval()
     with torch.inference_mode():
         assert torch.allclose(loaded.model(x), reference(x), atol=1e-5)
+
+
+def test_shipped_model_serves_fp32s_answers_on_every_fixture_cell():
+    """The app picks its fast path on the training fixture cells; it must hold on the other fixture cells too."""
+    (served,) = load_models([SHIPPED], parity_images=[load_image(p).image for p in app.PARITY_CELLS])
+    assert served.available
+    images = [load_image(p).image for p in sorted(CNMC_ROOT.rglob("*")) if p.suffix in (".bmp", ".webp")]
+    assert len(images) > len(app.PARITY_CELLS)
+    x = torch.stack([served.loaded.transform(i) for i in images])
+    reference = calibrated(fast.fp32_runner(served.loaded.model)(x), served.loaded)
+    assert fast.parity(reference, probabilities(served, images)).ok, served.runner.precision
