@@ -7,7 +7,8 @@ tab's four models in a row (transform and forward each, Grad-CAM excluded). Path
 after a quarter of the parametrised layers in fp32, the most that ``serving.fast.choose_runner`` would keep.
 Models are randomly initialised (weights don't change speed). The shipped models (those with a local folder)
 are also timed with their real weights, at their own input size, on the path the app picks for them, with its
-parity against fp32 on every fixture cell. Writes benchmarks/results/app_latency.json.
+parity against fp32 on every fixture cell, bf16's difference from fp32 by the number of leading fp32 layers, and,
+for scale, how far +-0.5 grey levels of noise move fp32 itself. Writes benchmarks/results/app_latency.json.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ def _quarter_fp32(model: torch.nn.Module) -> fast.Runner:
     return fast.bf16_runner(model, fp32_layers=len(fast.parametrised_layers(model)) // 4)
 
 
+def _difference(reference: torch.Tensor, candidate: torch.Tensor) -> float:
+    return round(fast.parity(reference, candidate).max_difference, 4)
+
+
 def shipped(warmup: int, repeats: int) -> dict:
     """Each shipped model with its real weights, on the runner the app picks, and that runner's parity."""
     images = [load_image(p).image for p in sorted(CELLS.glob("*/*/*"))]
@@ -62,7 +67,10 @@ def shipped(warmup: int, repeats: int) -> dict:
         loaded = served.loaded
         x = torch.stack([loaded.transform(i) for i in images])
         reference = fast.fp32_runner(loaded.model)
-        check = fast.parity(calibrated(reference(x), loaded), calibrated(served.runner(x), loaded))
+        expected = calibrated(reference(x), loaded)
+        check = fast.parity(expected, calibrated(served.runner(x), loaded))
+        std = torch.tensor(loaded.model.pretrained_cfg["std"]).view(1, 3, 1, 1)
+        noisy = reference(x + (torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) - 0.5) / 255 / std)
         report[entry.display_name] = {
             "input_size": loaded.model.pretrained_cfg["input_size"][-1],
             "served_precision": served.runner.precision,
@@ -74,6 +82,12 @@ def shipped(warmup: int, repeats: int) -> dict:
                 "same_labels": check.same_labels,
                 "max_probability_difference": round(check.max_difference, 4),
             },  # fmt: skip
+            "bf16_difference_by_fp32_layers": {
+                k: _difference(expected, calibrated(fast.bf16_runner(loaded.model, k)(x), loaded))
+                for k in (0, 1, 2, 4, 8, 16, 32)
+            },
+            # For scale: how far the fp32 model itself moves under invisible noise of +-0.5 grey levels.
+            "fp32_difference_under_half_grey_level_noise": _difference(expected, calibrated(noisy, loaded)),
         }
     return report
 
