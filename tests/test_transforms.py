@@ -49,6 +49,24 @@ def test_flip_only_augmentation_mirrors_exactly(cnmc):
     assert torch.allclose(flipped, plain.flip(-1), atol=1e-5)
 
 
+def test_hue_shift_changes_colour_but_keeps_luminance(cnmc):
+    model = create_model("mobilenetv2", pretrained=False, img_size=64)
+    x = torch.stack([FixedSizeTensor(128)(i) for i in cnmc["fold_0"][:4]["image"]])
+    augment = BatchAugment(model, Augmentation())
+    plain, shifted = augment(x), BatchAugment(model, Augmentation(hue=0.5))(x)
+
+    def rgb(normalised):
+        return normalised * augment.std + augment.mean
+
+    def luminance(image):
+        return (augment.to_yiq[0].view(1, 3, 1, 1) * image).sum(1)
+
+    unclipped = ((rgb(shifted) > 1e-4) & (rgb(shifted) < 1 - 1e-4)).all(1)
+    assert unclipped.float().mean() > 0.1  # the cell; the black background sits at 0
+    assert torch.allclose(luminance(rgb(shifted))[unclipped], luminance(rgb(plain))[unclipped], atol=1e-4)
+    assert (rgb(shifted) - rgb(plain)).abs().amax(1)[unclipped].mean() > 0.02
+
+
 def test_pixel_batch_for_with_transform(cnmc):
     model = create_model("mobilenetv2", pretrained=False, img_size=64)
     ds = cnmc["fold_1"].with_transform(pixel_batch(eval_transform(model)))

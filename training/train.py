@@ -47,6 +47,7 @@ from training.splits import load_assignment, split_by_assignment, split_by_folds
 from training.transforms import Augmentation, BatchAugment, FixedSizeTensor, eval_transform
 
 logger = logging.getLogger(__name__)
+LOSS_SHOWN_EVERY = 20  # steps between progress-bar loss updates, each of which waits for the GPU
 METRIC_COLUMNS = [
     "epoch",
     "lr",
@@ -182,7 +183,8 @@ def train(args: argparse.Namespace) -> Path:
     last = out / "checkpoints" / "last"
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # non_blocking: batches come from pinned memory, so their copy to the GPU need not stall the host.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=True),
     )
     resume_from = atomic.existing_dir(last) if args.resume else None
     if args.resume and resume_from is None:
@@ -249,11 +251,13 @@ def train(args: argparse.Namespace) -> Path:
         set_seed(args.seed + epoch)  # a resumed run sees the same shuffles and augmentations
         train_loader.set_epoch(epoch)
         model.train()
+        # Per-step results stay on the device until the epoch ends: reading them back every step would make the
+        # host wait for the GPU, and the GPU then wait for the host's next batch.
         started, seen, loss_sum, preds, targets = time.perf_counter(), 0, 0.0, [], []
         bar = tqdm(
             train_loader, desc=f"Epoch {epoch + 1}/{recipe.epochs}", disable=not accelerator.is_local_main_process
         )
-        for batch in bar:
+        for step, batch in enumerate(bar):
             x = augment(batch["pixel_values"])
             if x.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -268,11 +272,13 @@ def train(args: argparse.Namespace) -> Path:
             p, y, batch_loss = accelerator.gather_for_metrics(
                 (logits.argmax(-1), batch["labels"], loss.detach().repeat(len(x)))
             )
-            preds += p.tolist()
-            targets += y.tolist()
-            loss_sum += batch_loss.sum().item()
+            preds.append(p)
+            targets.append(y)
+            loss_sum += batch_loss.sum()
             seen += len(y)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if step % LOSS_SHOWN_EVERY == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+        preds, targets, loss_sum = torch.cat(preds).tolist(), torch.cat(targets).tolist(), float(loss_sum)
         train_seconds = time.perf_counter() - started
         row = {
             "epoch": epoch + 1,

@@ -59,6 +59,11 @@ class BatchAugment(torch.nn.Module):
         self.augmentation = augmentation
         self.register_buffer("mean", torch.tensor(config["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config["std"]).view(1, 3, 1, 1), persistent=False)
+        # Constants live on the device, and the inverse is taken once: copying a tensor to the GPU, or
+        # torch.linalg.inv there, would make the host wait for the GPU on every batch.
+        to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+        self.register_buffer("to_yiq", to_yiq, persistent=False)
+        self.register_buffer("to_rgb", torch.linalg.inv(to_yiq.double()).float(), persistent=False)
 
     def _uniform(self, n: int, low: float, high: float) -> torch.Tensor:
         return torch.empty(n, device=self.mean.device).uniform_(low, high)
@@ -94,7 +99,7 @@ class BatchAugment(torch.nn.Module):
             gray = _grayscale(x)
             x = (x - gray) * self._uniform(n, 1 - j, 1 + j).view(n, 1, 1, 1) + gray
         if a.hue:  # rotate the chroma plane of YIQ: a hue shift without an HSV round trip
-            x = _hue_rotate(x, self._uniform(n, -a.hue, a.hue) * 2 * math.pi)
+            x = _hue_rotate(x, self._uniform(n, -a.hue, a.hue) * 2 * math.pi, self.to_yiq, self.to_rgb)
         return (x.clamp_(0, 1) - self.mean) / self.std
 
 
@@ -102,16 +107,12 @@ def _grayscale(x: torch.Tensor) -> torch.Tensor:
     return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
 
 
-_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-
-
-def _hue_rotate(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-    to_yiq = _RGB_TO_YIQ.to(x.device)
+def _hue_rotate(x: torch.Tensor, angle: torch.Tensor, to_yiq: torch.Tensor, to_rgb: torch.Tensor) -> torch.Tensor:
     cos, sin, one, zero = angle.cos(), angle.sin(), torch.ones_like(angle), torch.zeros_like(angle)
     rotation = torch.stack(
         [torch.stack([one, zero, zero], -1), torch.stack([zero, cos, -sin], -1), torch.stack([zero, sin, cos], -1)], 1
     )
-    matrix = torch.linalg.inv(to_yiq) @ rotation @ to_yiq  # (n, 3, 3)
+    matrix = to_rgb @ rotation @ to_yiq  # (n, 3, 3)
     return torch.einsum("nij,njhw->nihw", matrix, x)
 
 
