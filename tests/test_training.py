@@ -12,6 +12,7 @@ from conftest import FIXTURES
 from safetensors.torch import load_file
 
 from training import evaluate, train
+from training.splits import load_assignment
 
 TINY = [
     "--backbone",
@@ -88,6 +89,19 @@ def test_evaluate_flags_patients_seen_in_training(trained, tmp_path):
     output = tmp_path / "train.json"
     assert run_evaluate(trained, output, "--folds", "fold_0") == 0
     assert "(includes 6 patient(s) seen in training)" in json.loads(output.read_text())["split"]
+
+
+def test_evaluate_on_one_cross_validation_fold(trained, tmp_path, cnmc):
+    split = Path(__file__).resolve().parents[1] / "splits" / "cnmc_cv3_seed0.json"
+    assignment = load_assignment(split)
+    patients = {p for s in ("fold_0", "fold_1") for p in cnmc[s]["patient_id"] if assignment[p] == 0}
+    output = tmp_path / "cv0.json"
+    assert run_evaluate(trained, output, "--cv-split", str(split), "--cv-fold", "0") == 0
+    result = json.loads(output.read_text())
+    assert result["num_patients"] == len(patients) > 0
+    assert result["split"].startswith("C-NMC 2019 fold_0+fold_1, cv fold 0 of cnmc_cv3_seed0.json")
+    with pytest.raises(SystemExit):
+        run_evaluate(trained, output, "--cv-split", str(split))  # no fold
 
 
 def test_evaluate_refuses_unlabelled_cells(trained, tmp_path, capsys):

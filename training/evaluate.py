@@ -2,6 +2,8 @@
 
     python -m training.evaluate --model SOURCE --data-dir PATH --folds fold_2 [--split prelim_test] \
         --output FILE.json [--tta]
+    python -m training.evaluate --model SOURCE --data-dir PATH --cv-split splits/cnmc_cv3_seed0.json --cv-fold 0 \
+        --output FILE.json
 
 SOURCE is a model folder or a Hub id (``hf-hub:ORG/NAME``). Beside FILE.json it writes
 FILE_confusion_matrix.png, FILE_roc.png and FILE_predictions.csv. Runs on CPU or GPU, and under
@@ -28,6 +30,7 @@ from training import atomic
 from training.data import UNKNOWN_LABEL, CNMCDataError, add_data_arguments, load_from_args
 from training.metrics import cnmc_metric
 from training.plots import plot_confusion_matrix, plot_roc
+from training.splits import split_cv_fold
 from training.transforms import pixel_batch
 
 logger = logging.getLogger(__name__)
@@ -134,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     add_data_arguments(parser)
     parser.add_argument("--folds", nargs="*", default=[], help="official folds to evaluate on, e.g. fold_2")
     parser.add_argument("--split", nargs="*", default=[], help="other splits, e.g. prelim_test")
+    parser.add_argument("--cv-split", help="a committed fold assignment, e.g. splits/cnmc_cv3_seed0.json ...")
+    parser.add_argument("--cv-fold", type=int, help="... and the fold whose patients to evaluate on")
     parser.add_argument("--output", required=True, help="FILE.json")
     parser.add_argument("--tta", action="store_true", help="average over flipped views")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -141,16 +146,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names = args.folds + args.split
-    if not names:
-        parser.error("name what to evaluate on with --folds and/or --split")
+    if bool(names) == bool(args.cv_split) or (args.cv_split is None) != (args.cv_fold is None):
+        parser.error("name what to evaluate on: --folds and/or --split, or --cv-split with --cv-fold")
     accelerator = Accelerator()
     try:
-        dataset = evaluation_split(load_from_args(args), names)
+        dataset_dict = load_from_args(args)
+        if args.cv_split:
+            _, dataset, split = split_cv_fold(dataset_dict, args.cv_split, args.cv_fold)
+        else:
+            dataset, split = evaluation_split(dataset_dict, names), f"C-NMC 2019 {'+'.join(names)}"
         loaded = load_model(args.model)
     except (CNMCDataError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    split = f"C-NMC 2019 {'+'.join(names)}"
     run_config = Path(loaded.folder).parent / "run_config.json"
     if run_config.is_file():
         seen = set(json.loads(run_config.read_text()).get("train_patients", [])) & set(dataset["patient_id"])

@@ -73,6 +73,20 @@ def split_by_assignment(
     return train, val
 
 
+def split_cv_fold(
+    dataset_dict: datasets.DatasetDict, assignment_path: str | Path, val_fold: int
+) -> tuple[datasets.Dataset, datasets.Dataset, str]:
+    """Train and validation sets of one fold of a committed assignment, and a description of the validation side."""
+    meta = json.loads(Path(assignment_path).read_text())
+    missing = [s for s in meta["pooled_splits"] if s not in dataset_dict]
+    if missing:
+        raise ValueError(f"{assignment_path} pools {missing}, which the data lacks; available: {list(dataset_dict)}")
+    pooled = datasets.concatenate_datasets([dataset_dict[s] for s in meta["pooled_splits"]])
+    train, val = split_by_assignment(pooled, load_assignment(assignment_path), val_fold)
+    where = f"C-NMC 2019 {'+'.join(meta['pooled_splits'])}, cv fold {val_fold} of {Path(assignment_path).name}"
+    return train, val, where
+
+
 def split_random_cells(
     dataset: datasets.Dataset, val_fraction: float, seed: int, *, allow_patient_leak: bool = False
 ) -> tuple[datasets.Dataset, datasets.Dataset]:

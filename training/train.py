@@ -43,7 +43,7 @@ from training.data import CLASS_NAMES, CNMCDataError, add_data_arguments, load_f
 from training.evaluate import make_loader, predict, report, write_report
 from training.plots import plot_training_curves
 from training.presets import AUGMENTATION_FIELDS, PRESETS, RECIPE_FIELDS, Recipe, build_recipe
-from training.splits import load_assignment, split_by_assignment, split_by_folds
+from training.splits import split_by_folds, split_cv_fold
 from training.transforms import Augmentation, BatchAugment, FixedSizeTensor, eval_transform
 
 logger = logging.getLogger(__name__)
@@ -108,10 +108,7 @@ def choose_split(
     if args.cv_split:
         if args.cv_fold is None:
             raise ValueError("--cv-split needs --cv-fold")
-        meta = json.loads(Path(args.cv_split).read_text())
-        pooled = datasets.concatenate_datasets([dataset_dict[s] for s in meta["pooled_splits"]])
-        train, val = split_by_assignment(pooled, load_assignment(args.cv_split), args.cv_fold)
-        where = f"C-NMC 2019 {'+'.join(meta['pooled_splits'])}, cv fold {args.cv_fold} of {Path(args.cv_split).name}"
+        train, val, where = split_cv_fold(dataset_dict, args.cv_split, args.cv_fold)
         return train, val, f"{where}, patients unseen in training"
     if not args.val_folds:
         missing = [f for f in args.train_folds if f not in dataset_dict]
