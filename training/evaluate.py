@@ -63,6 +63,11 @@ def make_loader(
     )
 
 
+def flipped_views(x: torch.Tensor) -> list[torch.Tensor]:
+    """Test-time augmentation: cells have no orientation, so their flips are equally valid inputs."""
+    return [x, x.flip(-1), x.flip(-2), x.flip(-1, -2)]
+
+
 @torch.inference_mode()
 def predict(
     model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, *, tta: bool = False
@@ -72,8 +77,7 @@ def predict(
     probs, labels, index = [], [], []
     for batch in tqdm(loader, desc="Evaluating", disable=not accelerator.is_local_main_process, leave=False):
         x = batch["pixel_values"]
-        # TTA: cells have no orientation, so flipped views are equally valid inputs; average their votes.
-        views = [x, x.flip(-1), x.flip(-2), x.flip(-1, -2)] if tta else [x]
+        views = flipped_views(x) if tta else [x]
         p = torch.stack([model(v).float().softmax(-1) for v in views]).mean(0)
         p, y, i = accelerator.gather_for_metrics((p, batch["labels"], batch["index"]))
         probs.append(p.cpu())

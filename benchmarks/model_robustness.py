@@ -1,0 +1,115 @@
+"""How steady a model's calibrated P(ALL) stays under changes that should not matter to it.
+
+    python -m benchmarks.model_robustness [--model models/mobilenetv2] \
+        [--data-dir PATH --cv-split splits/cnmc_cv3_seed0.json --cv-fold 0] [--max-cells N]
+
+Cells have no orientation, and users upload JPEGs and crops that are off by a pixel or two, so flips, a quarter
+turn, a 2-pixel shift, JPEG re-encoding and +-0.5 grey levels of noise should leave the verdict alone. For each,
+it reports how far P(ALL) moves (mean, p95, max) and how many verdicts (P(ALL) > 0.5) change: on single views
+as the app serves them, and averaged over the four flips as ``training.evaluate --tta`` does. Without --data-dir
+it uses the repository's fixture cells. Writes benchmarks/results/model_robustness.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from hub.load import LoadedModel, load_model
+from serving.images import load_image
+from serving.predict import ALL_INDEX, calibrated
+from training.data import load_cnmc
+from training.evaluate import flipped_views
+from training.splits import split_cv_fold
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE_CELLS = ROOT / "tests/fixtures/cnmc/C-NMC_Leukemia/training_data"
+OUTPUT = Path(__file__).resolve().parent / "results" / "model_robustness.json"
+
+
+def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return Image.open(buffer).convert("RGB")
+
+
+PERTURBATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "horizontal flip": lambda image: image.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    "vertical flip": lambda image: image.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+    "quarter turn": lambda image: image.transpose(Image.Transpose.ROTATE_90),
+    "2-pixel shift": lambda image: image.transform(image.size, Image.Transform.AFFINE, (1, 0, 2, 0, 1, 0)),
+    "JPEG quality 95": lambda image: _jpeg(image, 95),
+    "JPEG quality 75": lambda image: _jpeg(image, 75),
+}
+NOISE = "+-0.5 grey levels of noise"  # added to the transformed tensor, where no rounding can undo it
+
+
+@torch.inference_mode()
+def probabilities(loaded: LoadedModel, images: list[Image.Image], change: str | None, tta: bool) -> np.ndarray:
+    """Calibrated P(ALL) of every image after ``change`` (a PERTURBATIONS key, NOISE or None)."""
+    std = torch.tensor(loaded.model.pretrained_cfg["std"]).view(1, 3, 1, 1)
+    generator = torch.Generator().manual_seed(0)
+    out = []
+    for start in range(0, len(images), 64):
+        batch = images[start : start + 64]
+        if change in PERTURBATIONS:
+            batch = [PERTURBATIONS[change](image) for image in batch]
+        x = torch.stack([loaded.transform(image) for image in batch])
+        if change == NOISE:
+            x = x + (torch.rand(x.shape, generator=generator) - 0.5) / 255 / std
+        views = flipped_views(x) if tta else [x]
+        out.append(torch.stack([calibrated(loaded.model(v), loaded) for v in views]).mean(0)[:, ALL_INDEX])
+    return torch.cat(out).numpy()
+
+
+def _cells(args: argparse.Namespace) -> tuple[list[Image.Image], str]:
+    if args.data_dir is None:
+        return [load_image(p).image for p in sorted(FIXTURE_CELLS.glob("*/*/*"))], "the repository's fixture cells"
+    _, dataset, where = split_cv_fold(load_cnmc(args.data_dir, verify=False), args.cv_split, args.cv_fold)
+    if args.max_cells and args.max_cells < len(dataset):
+        dataset = dataset.shuffle(seed=0).select(range(args.max_cells))
+    return [image.convert("RGB") for image in dataset["image"]], where
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="models/mobilenetv2", help="model folder or Hub id")
+    parser.add_argument("--data-dir", help="C-NMC download or prepared copy (default: the fixture cells)")
+    parser.add_argument("--cv-split", default=str(ROOT / "splits" / "cnmc_cv3_seed0.json"))
+    parser.add_argument("--cv-fold", type=int, default=0)
+    parser.add_argument("--max-cells", type=int)
+    parser.add_argument("--output", default=str(OUTPUT))
+    args = parser.parse_args(argv)
+    loaded = load_model(args.model)
+    loaded.model.eval()
+    images, where = _cells(args)
+    report = {"model": args.model, "cells": len(images), "data": where}
+    for tta in (False, True):
+        reference = probabilities(loaded, images, None, tta)
+        rows = {}
+        for change in tqdm([*PERTURBATIONS, NOISE], desc="flip-averaged" if tta else "single view"):
+            changed = probabilities(loaded, images, change, tta)
+            moved = np.abs(changed - reference)
+            rows[change] = {
+                "mean": round(float(moved.mean()), 4),
+                "p95": round(float(np.percentile(moved, 95)), 4),
+                "max": round(float(moved.max()), 4),
+                "verdicts_changed": int(((changed > 0.5) != (reference > 0.5)).sum()),
+            }
+        report["averaged over the four flips" if tta else "single view (as the app serves)"] = rows
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
