@@ -27,8 +27,8 @@ from hub.load import LoadedModel, load_model
 from serving.images import load_image
 from serving.predict import ALL_INDEX, calibrated
 from training.data import load_cnmc
-from training.evaluate import flipped_views
 from training.splits import split_cv_fold
+from training.transforms import flipped_views
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_CELLS = ROOT / "tests/fixtures/cnmc/C-NMC_Leukemia/training_data"

@@ -19,8 +19,13 @@ def predict_batch(
     models: Sequence[ServedModel],
     items: Iterable[BatchItem],
     progress: Callable[[int, int], None] = lambda done, total: None,
+    *,
+    flips: bool = False,
 ) -> pd.DataFrame:
-    """One row per item: file, each model's calibrated P(ALL), the ensemble's mean, its verdict, and any error."""
+    """One row per item: file, each model's calibrated P(ALL), the ensemble's mean, its verdict, and any error.
+
+    With ``flips``, each probability is averaged over the image's four flips (see ``serving.predict``).
+    """
     items = list(items)[:MAX_FILES]
     rows = []
     for done, item in enumerate(items, 1):
@@ -28,7 +33,7 @@ def predict_batch(
         if item.image is None:
             row["error"] = item.error
         else:
-            predictions = [predict(model, item.image.image) for model in models]
+            predictions = [predict(model, item.image.image, flips=flips) for model in models]
             row |= {p.model: round(p.prob_all, 4) for p in predictions}
             mean_all = ensemble(predictions)  # the Compare tab's ensemble, on unrounded probabilities
             row |= {ENSEMBLE: round(mean_all, 4), "verdict": verdict(mean_all), "error": ""}

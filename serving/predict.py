@@ -20,6 +20,7 @@ from PIL import Image
 from hub.load import LoadedModel, load_model
 from hub.registry import MODELS, RegisteredModel
 from serving import fast
+from training.transforms import flipped_views
 
 ALL_INDEX = 1  # C-NMC's class order is ["hem", "all"]
 # Calibrated P(ALL) inside this band is too close to call: the verdict defers to an expert.
@@ -57,6 +58,7 @@ class Prediction:
     model: str
     prob_all: float  # calibrated
     latency_ms: float
+    flips: bool = False  # averaged over the four flips of the image
 
     @property
     def verdict(self) -> str:
@@ -111,15 +113,23 @@ def calibrated(logits: torch.Tensor, loaded: LoadedModel) -> torch.Tensor:
     return (logits / (loaded.temperature or 1.0)).softmax(-1)
 
 
-def probabilities(model: ServedModel, images: Sequence[Image.Image]) -> torch.Tensor:
-    """Calibrated class probabilities, (n, classes), for RGB images."""
-    return calibrated(model.runner(_inputs(model.loaded, images)), model.loaded)
+def probabilities(model: ServedModel, images: Sequence[Image.Image], *, flips: bool = False) -> torch.Tensor:
+    """Calibrated class probabilities, (n, classes), for RGB images; with ``flips``, averaged over their 4 flips.
+
+    Averaging makes the answer the same for a mirrored cell, which single views of the interim model are not
+    (benchmarks/results/model_robustness.json), at about three times the compute: the flips go as one batch.
+    """
+    x = _inputs(model.loaded, images)
+    if not flips:
+        return calibrated(model.runner(x), model.loaded)
+    views = calibrated(model.runner(torch.cat(flipped_views(x))), model.loaded)
+    return views.view(4, len(x), -1).mean(0)
 
 
-def predict(model: ServedModel, image: Image.Image) -> Prediction:
+def predict(model: ServedModel, image: Image.Image, *, flips: bool = False) -> Prediction:
     start = time.perf_counter()
-    prob_all = float(probabilities(model, [image])[0, ALL_INDEX])
-    return Prediction(model.name, prob_all, (time.perf_counter() - start) * 1000)
+    prob_all = float(probabilities(model, [image], flips=flips)[0, ALL_INDEX])
+    return Prediction(model.name, prob_all, (time.perf_counter() - start) * 1000, flips)
 
 
 def available(models: Sequence[ServedModel]) -> list[ServedModel]:

@@ -245,6 +245,23 @@ def test_batch_of_real_cells_with_patient_summary(models):
     assert app.run_batch(models, [], progress=None)[3] == "Upload images or a .zip of them first."
 
 
+def test_flip_averaging_gives_a_mirrored_cell_the_same_answer_in_every_tab(models, tmp_path):
+    mirrored = tmp_path / "mirrored.png"
+    Image.open(ALL_CELL).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored)
+    label, message = app.classify(models, str(ALL_CELL), "Tiny B", True)
+    mirrored_label, _ = app.classify(models, str(mirrored), "Tiny B", True)
+    assert mirrored_label["ALL"] == pytest.approx(label["ALL"], abs=1e-3)
+    assert "averaged over 4 flips" in message
+    single, _ = app.classify(models, str(ALL_CELL), "Tiny B")
+    assert single["ALL"] != label["ALL"]  # the four views really are averaged
+    message, table = app.compare(models, str(mirrored), True)
+    assert table.set_index("model").loc["Tiny B", "P(ALL)"] == pytest.approx(label["ALL"], abs=1e-3)
+    assert "averaged over 4 flips" in message
+    table, _, _, message = app.run_batch(models, [str(ALL_CELL)], True, progress=lambda *a, **k: None)
+    assert table.loc[0, "Tiny B"] == pytest.approx(label["ALL"], abs=1e-4)
+    assert message == "1 file classified, averaged over 4 flips"
+
+
 @pytest.mark.parametrize(
     ("architecture", "size"), [("mobilenetv2", 64), ("vgg19", 64), ("inceptionv3", 96), ("resnet101v2", 64)]
 )
@@ -382,6 +399,8 @@ def test_gradio_client_calls_every_named_endpoint(models, uploads, tmp_path):
         client = Client(demo.local_url, verbose=False)
         label, message = client.predict(handle_file(str(ALL_CELL)), "Tiny B", api_name="/classify")
         assert label["label"] in ("ALL", "HEM") and "Tiny B: P(ALL)" in message
+        _, message = client.predict(handle_file(str(ALL_CELL)), "Tiny B", True, api_name="/classify")
+        assert "averaged over 4 flips" in message
         ensemble, table = client.predict(handle_file(str(HEM_CELL)), api_name="/compare")
         assert ensemble.startswith("## Ensemble") and [row[0] for row in table["data"]] == ["Tiny A", "Tiny B"]
         _, message = client.predict(handle_file(str(uploads / "bomb.png")), "Tiny A", api_name="/classify")

@@ -31,7 +31,7 @@ from training.data import UNKNOWN_LABEL, CNMCDataError, add_data_arguments, load
 from training.metrics import cnmc_metric
 from training.plots import plot_confusion_matrix, plot_roc
 from training.splits import split_cv_fold
-from training.transforms import pixel_batch
+from training.transforms import flipped_views, pixel_batch
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +61,6 @@ def make_loader(
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
     )
-
-
-def flipped_views(x: torch.Tensor) -> list[torch.Tensor]:
-    """Test-time augmentation: cells have no orientation, so their flips are equally valid inputs."""
-    return [x, x.flip(-1), x.flip(-2), x.flip(-1, -2)]
 
 
 @torch.inference_mode()

@@ -116,6 +116,11 @@ def _hue_rotate(x: torch.Tensor, angle: torch.Tensor, to_yiq: torch.Tensor, to_r
     return torch.einsum("nij,njhw->nihw", matrix, x)
 
 
+def flipped_views(x: torch.Tensor) -> list[torch.Tensor]:
+    """Test-time augmentation of a (n, c, h, w) batch: cells have no orientation, so flips are equally valid."""
+    return [x, x.flip(-1), x.flip(-2), x.flip(-1, -2)]
+
+
 class FixedSizeTensor:
     """The loader's only per-image work for training: decode to uint8 at one common size, so batches stack."""
 
