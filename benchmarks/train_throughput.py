@@ -6,8 +6,8 @@
 The synthetic figure times the model step alone (forward, backward, optimizer; bf16 autocast and
 channels_last on a GPU) on one batch already on the device. The pipeline figure feeds the same step from
 the training DataLoader (datasets decoding on CPU workers, then the best preset's augmentation on the
-device), so it can only be lower. Both are
-measured in the same run, so their ratio holds whichever card ran it.
+device), so it can only be lower. Both are measured in the same run, so their ratio holds whichever card ran
+it. The loader alone and the augmentation alone are timed too, to show which of them costs the difference.
 """
 
 from __future__ import annotations
@@ -85,6 +85,9 @@ def measure(name: str, train_set: datasets.Dataset, args: argparse.Namespace, qu
     )
     batches = ((b["pixel_values"], b["labels"]) for b in itertools.cycle(loader))
     loader_only = _rate(batches, lambda b: None, device, args.warmup, args.steps, bs)
+    # The device-side augmentation alone, on one decoded batch already on the device.
+    decoded = next(batches)[0].to(device)
+    augment_only = _rate(itertools.repeat(decoded), augment, device, args.warmup, args.steps, bs)
     pipeline = _rate(batches, step, device, args.warmup, args.steps, bs)
     result = {
         "backbone": backbone.timm_name,
@@ -93,6 +96,7 @@ def measure(name: str, train_set: datasets.Dataset, args: argparse.Namespace, qu
         "pipeline_img_per_s": round(pipeline, 1),
         "pipeline_fraction_of_ceiling": round(pipeline / synthetic, 3),
         "loader_only_img_per_s": round(loader_only, 1),
+        "augment_only_img_per_s": round(augment_only, 1),
     }
     if not quiet:
         print(json.dumps(result))
