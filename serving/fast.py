@@ -7,9 +7,9 @@ brings the four models under the issue's latency targets. int8 dynamic quantisat
 bf16's error comes mostly from the first layers: all-bf16 moves the shipped model's probabilities by up to 0.12
 on the fixture cells, and keeping its first 16 of 105 parametrised layers in fp32 brings that to 0.018
 (``benchmarks/results/app_latency.json``). So a model may keep its first few layers in fp32 and run the rest in
-bf16. :func:`choose_runner` picks the
-fewest fp32 layers whose outputs match fp32 on real cells within :data:`PARITY_TOLERANCE`, and keeps that
-runner if it is faster than fp32 on this machine; otherwise the model runs in fp32 throughout.
+bf16. :func:`choose_runner` picks the fewest fp32 layers whose outputs match fp32 on real cells within
+:data:`PARITY_TOLERANCE`, and keeps that runner if it is faster than fp32 on this machine; otherwise the model
+runs in fp32 throughout.
 """
 
 from __future__ import annotations
@@ -104,7 +104,9 @@ def choose_runner(
     *,
     require_speedup: bool = True,
 ) -> tuple[Runner, str | None]:
-    """The fastest runner whose ``probabilities(logits)`` on ``x`` match fp32's, and why it is fp32 if it is.
+    """The bf16 runner with the fewest fp32 layers whose ``probabilities(logits)`` on ``x`` match fp32's, or fp32.
+
+    Returns the runner, and when it is fp32, why.
 
     Tries all-bf16, then 1, 2, 4, ... leading fp32 layers up to a quarter of them (beyond that, little speed is
     left to gain). With ``require_speedup``, a matching bf16 runner is kept only if it beats fp32 on one of
