@@ -162,6 +162,14 @@ def _evaluation(evaluation: dict, plots: list[str]) -> str:
     )
     confusion = _table(["true \\ predicted", "HEM", "ALL"], [("HEM", tn, fp), ("ALL", fn, tp)])
     figures = "\n\n".join(f"![{PLOTS[plot]}]({plot})" for plot in plots)
+    if evaluation.get("folds"):  # pooled out-of-fold predictions (training.crossval): each fold's own scores too
+        folds = _table(
+            ["fold run", "epoch", *(name for _, name in _INDEXED.values())],
+            [(f["run"], f["epoch"], *(_number(f[k]) for k in _INDEXED)) for f in evaluation["folds"]],
+        )
+        metrics += f"\n\nEach fold's model on its own validation patients:\n\n{folds}"
+    if evaluation.get("note"):
+        metrics += f"\n\n{evaluation['note']}"
     return (
         "## Evaluation\n\n"
         "Cells of one patient are highly correlated, so the model is evaluated **by patient**: no patient of the "

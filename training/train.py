@@ -6,8 +6,9 @@
 
 The run folder gets run_config.json (every hyperparameter), metrics.csv (a row per epoch),
 training_curves.png, checkpoints/last (``accelerator.save_state`` after every epoch, for --resume),
-and model/: the best epoch by validation weighted F1, in timm's Hub format, with eval.json and its plots,
-and the model's calibration temperature fitted on those validation patients (model/calibration.json).
+and model/: the best epoch by validation weighted F1 (or with --keep-epoch latest, the latest one), in timm's
+Hub format, with eval.json and its plots, and the model's calibration temperature fitted on those validation
+patients (model/calibration.json).
 """
 
 from __future__ import annotations
@@ -90,6 +91,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             recipe.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
             recipe.add_argument(flag, type=kind, default=None)
+    parser.add_argument(
+        "--keep-epoch",
+        choices=["best", "latest"],
+        default="best",
+        help="which epoch's model and evaluation the run keeps: the best by validation weighted F1, or the latest "
+        "(what a run without validation keeps; use it for cross-validation that estimates such a final model, "
+        "since picking the best epoch on the validation patients flatters them)",
+    )
     parser.add_argument("--img-size", type=int, help="input size (default: the backbone's, 224 or 299)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-workers", type=int, default=min(8, os.cpu_count() or 1))
@@ -158,6 +167,7 @@ def run_config(args: argparse.Namespace, recipe: Recipe, train, val, val_descrip
         "augmentation": asdict(recipe.augmentation),
         "img_size": args.img_size or resolve_backbone(args.backbone).img_size,
         "seed": args.seed,
+        "keep_epoch": args.keep_epoch,
         "data_dir": str(args.data_dir),
         # Only the split that was used: the fold flags keep their defaults when a cv split is chosen.
         "split": {"cv_split": args.cv_split, "cv_fold": args.cv_fold}
@@ -286,7 +296,7 @@ def train(args: argparse.Namespace) -> Path:
             "train_img_per_s": seen / train_seconds,
         }
         eval_model = ema.module if ema is not None else model
-        improved = val_loader is None and epoch + 1 == recipe.epochs
+        improved = args.keep_epoch == "latest" or (val_loader is None and epoch + 1 == recipe.epochs)
         if val_loader is not None:
             probs, labels, index = predict(eval_model, val_loader, accelerator)
             rows_val = val_set.select_columns(["patient_id", "path"]).select(index.tolist())
@@ -305,11 +315,11 @@ def train(args: argparse.Namespace) -> Path:
                 "val_roc_auc": result["roc_auc"],
                 "val_patient_accuracy": result["patient_accuracy"],
             }
-            improved = result["f1_weighted"] > best_f1
+            improved = improved or result["f1_weighted"] > best_f1
         row["epoch_seconds"] = time.perf_counter() - started
         rows.append(row)
         if improved:
-            best_f1 = row.get("val_f1_weighted", best_f1)
+            best_f1 = max(row.get("val_f1_weighted", best_f1), best_f1)
             if accelerator.is_main_process:
                 tmp = out / "model.tmp"
                 export_model(accelerator.unwrap_model(eval_model), tmp)

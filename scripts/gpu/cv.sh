@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One GPU session: the training-throughput benchmark, then one backbone (BACKBONE, default mobilenetv2; PRESET,
 # default best) on the fixed 3-fold patient-grouped cross-validation, and the shipped model on both folds, all
-# four runs side by side on one GPU.
+# four runs side by side on one GPU. Every run keeps its latest epoch (KEEP_EPOCH), as the final model must, so
+# the folds' pooled out-of-fold predictions (training.crossval) are an honest evaluation of it; the final model
+# is then calibrated on them, and training.compare tabulates the folds.
 #
 # Needs `prepared/` (python -m training.data prepare --data-dir PATH/C-NMC_Leukemia --output prepared) and,
 # on a machine without them, wheels in .whl/ (datasets, evaluate, timm, dill, multiprocess).
@@ -30,7 +32,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null
 BACKBONE=${BACKBONE:-mobilenetv2}
 PRESET=${PRESET:-best}
 COMMON=(--backbone "$BACKBONE" --data-dir prepared --no-pretrained --preset "$PRESET" --epochs "$EPOCHS"
-        --num-workers "$WORKERS" --mixed-precision bf16 --no-verify $LIMIT)
+        --num-workers "$WORKERS" --mixed-precision bf16 --no-verify --keep-epoch "${KEEP_EPOCH:-latest}" $LIMIT)
 start=$(date +%s)
 for k in 0 1 2; do
   timeout "${TRAIN_LIMIT:-900}" python3 -m training.train "${COMMON[@]}" --cv-split splits/cnmc_cv3_seed0.json --cv-fold $k \
@@ -41,6 +43,10 @@ timeout "${TRAIN_LIMIT:-900}" python3 -m training.train "${COMMON[@]}" --train-f
 wait
 echo "training wall time: $(( $(date +%s) - start )) s"
 for log in "$OUT"/cv*.log "$OUT"/all.log; do echo "== $log"; tr '\r' '\n' < "$log" | grep -E "^epoch|rror" | tail -3; done
+RUNS="$OUT/runs/$BACKBONE-$PRESET"
+python3 -m training.crossval "$RUNS"-cv0 "$RUNS"-cv1 "$RUNS"-cv2 --model-dir "$RUNS-all/model" 2>&1 | grep -v Warning \
+  && python3 -m training.calibrate --predictions "$RUNS-all/eval_predictions.csv" --model-dir "$RUNS-all/model"
+python3 -m training.compare "$RUNS"-cv0 "$RUNS"-cv1 "$RUNS"-cv2 --output "$RUNS-compare" 2>&1 | grep -v Warning
 # Keep results and the shipped weights, packed in one archive (the device returns few files, shallow);
 # drop checkpoints and the cross-validation weights.
 rm -rf "$OUT"/runs/*/checkpoints "$OUT"/runs/*-cv*/model

@@ -1,0 +1,94 @@
+"""Pooling a cross-validation's out-of-fold predictions into the final model's evaluation, on real fixture cells."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES
+from sklearn.metrics import f1_score
+
+from hub.card import model_card
+from training import calibrate, crossval, train
+from training.splits import load_assignment
+
+SPLIT = Path(__file__).resolve().parents[1] / "splits" / "cnmc_cv3_seed0.json"
+TINY = ["--backbone", "mobilenetv2", "--no-pretrained", "--img-size", "64", "--batch-size", "8", "--epochs", "1",
+        "--num-workers", "0", "--no-verify", "--keep-epoch", "latest"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> tuple[list[Path], Path]:
+    root = tmp_path_factory.mktemp("cv")
+    folds = []
+    for k in range(3):
+        folds.append(root / f"cv{k}")
+        args = [*TINY, "--data-dir", str(FIXTURES), "--cv-split", str(SPLIT), "--cv-fold", str(k)]
+        assert train.main([*args, "--output-dir", str(folds[-1])]) == 0
+    final = root / "all"
+    args = [*TINY, "--data-dir", str(FIXTURES), "--train-folds", "fold_0", "fold_1", "--val-folds"]
+    assert train.main([*args, "--output-dir", str(final)]) == 0
+    return folds, final
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_pooled_out_of_fold_evaluation_becomes_the_final_models(runs, cnmc):
+    folds, final = runs
+    assert not (final / "eval.json").exists()  # trained on everything: nothing of its own to validate on
+    assert crossval.main([*map(str, folds), "--model-dir", str(final / "model")]) == 0
+    result = json.loads((final / "eval.json").read_text())
+    patients = {p for s in ("fold_0", "fold_1") for p in cnmc[s]["patient_id"]}
+    assert result["num_cells"] == len(cnmc["fold_0"]) + len(cnmc["fold_1"])
+    assert result["num_patients"] == len(patients)
+    assert result["split"].startswith("C-NMC 2019 fold_0+fold_1, out of fold over the 3 folds of cnmc_cv3_seed0")
+    assert result["epoch_selection"] == "latest" and "note" not in result
+    assert [f["run"] for f in result["folds"]] == ["cv0", "cv1", "cv2"]
+    assert result["fold_mean_sd"]["accuracy"]["n"] == 3
+    pooled = _rows(final / "eval_predictions.csv")
+    fold_rows = [r for f in folds for r in _rows(f / "eval_predictions.csv")]
+    assert sorted(r["path"] for r in pooled) == sorted(r["path"] for r in fold_rows)
+    assignment = load_assignment(SPLIT)
+    for fold, run in enumerate(folds):  # each cell comes from the fold model that validated on its patient
+        assert {assignment[r["patient_id"]] for r in _rows(run / "eval_predictions.csv")} == {fold}
+    labels, called = [int(r["label"]) for r in pooled], [int(float(r["prob_all"]) > 0.5) for r in pooled]
+    assert result["f1_weighted"] == pytest.approx(f1_score(labels, called, average="weighted"), abs=1e-9)
+    calibrate.calibrate([final / "eval_predictions.csv"], final / "model")
+    card = str(model_card(final / "model", repo_id="cnmc-test/final"))
+    assert "out of fold over the 3 folds" in card and "Each fold's model on its own validation patients" in card
+
+
+def test_refuses_a_patient_scored_twice_or_mixed_recipes(runs, tmp_path, capsys):
+    folds, final = runs
+    assert crossval.main([str(folds[0]), str(folds[0]), "--output", str(tmp_path / "x.json")]) == 2
+    assert "validated in both" in capsys.readouterr().err
+    other = tmp_path / "other"
+    shutil.copytree(final, other)
+    config = json.loads((other / "run_config.json").read_text())
+    (other / "run_config.json").write_text(json.dumps(config | {"lr": 0.5}))
+    assert crossval.main([*map(str, folds), "--model-dir", str(other / "model")]) == 2
+    assert "recipes differ in lr" in capsys.readouterr().err
+
+
+def test_says_when_folds_kept_their_best_epoch(runs, tmp_path):
+    folds, _ = runs
+    best = tmp_path / "cv0"
+    shutil.copytree(folds[0], best)
+    config = json.loads((best / "run_config.json").read_text())
+    (best / "run_config.json").write_text(json.dumps(config | {"keep_epoch": "best"}))
+    assert crossval.main([str(best), *map(str, folds[1:]), "--output", str(tmp_path / "cv.json")]) == 0
+    result = json.loads((tmp_path / "cv.json").read_text())
+    assert result["epoch_selection"] == "best, latest" and "flatters" in result["note"]
+    assert (tmp_path / "cv_roc.png").stat().st_size > 0 and (tmp_path / "cv_predictions.csv").is_file()
+
+
+def test_keep_epoch_latest_keeps_the_last_epoch(tmp_path):
+    out = tmp_path / "latest"
+    args = [*TINY, "--data-dir", str(FIXTURES), "--epochs", "2", "--max-train-cells", "8", "--max-val-cells", "8"]
+    assert train.main([*args, "--output-dir", str(out)]) == 0
+    assert json.loads((out / "eval.json").read_text())["epoch"] == 2
+    assert json.loads((out / "run_config.json").read_text())["keep_epoch"] == "latest"

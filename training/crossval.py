@@ -1,0 +1,154 @@
+"""Score a cross-validation as one: pool its folds' out-of-fold predictions into one evaluation.
+
+    python -m training.crossval runs/X-cv0 runs/X-cv1 runs/X-cv2 --model-dir runs/X-all/model
+    python -m training.crossval runs/X-cv0 runs/X-cv1 runs/X-cv2 --output FILE.json
+
+Each fold run validated on patients it never trained on, and the folds' validation patients are disjoint, so
+their predictions together score every patient once, each by a model that never saw it. That is the honest
+estimate for a model of the same recipe trained on all the folds, which has no validation patients of its own.
+With --model-dir the evaluation becomes that model run's eval.json, which its model card reads; the recipe of
+every fold must then match the model's. Either way the confusion matrix, ROC curve and pooled predictions are
+written beside the JSON, and the JSON also holds each fold's own scores with their mean and spread.
+
+The fold runs should keep their latest epoch (``training.train --keep-epoch latest``), as the final model
+does: the best epoch picked on the validation patients flatters them, and the JSON says so when they did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from training.compare import METRICS, mean_sd
+from training.evaluate import report, write_report
+
+# run_config.json keys that describe the data, split or machine rather than the recipe.
+_NOT_RECIPE = {
+    "split",
+    "val_description",
+    "train_cells",
+    "val_cells",
+    "train_patients",
+    "val_patients",
+    "num_processes",
+    "mixed_precision",
+    "device",
+    "data_dir",
+    "keep_epoch",
+    "seed",
+}
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: is {path.parent} a finished, validated training run?")
+    return json.loads(path.read_text())
+
+
+def read_fold(run_dir: Path) -> dict:
+    fold = {
+        "dir": run_dir,
+        "config": _read_json(run_dir / "run_config.json"),
+        "eval": _read_json(run_dir / "eval.json"),
+    }
+    predictions = run_dir / "eval_predictions.csv"
+    if not predictions.is_file():
+        raise FileNotFoundError(f"{predictions} is missing: is {run_dir} a finished, validated training run?")
+    with predictions.open() as handle:
+        fold["rows"] = list(csv.DictReader(handle))
+    return fold
+
+
+def recipe(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in _NOT_RECIPE}
+
+
+def _check(folds: list[dict], final_config: dict | None) -> None:
+    reference = recipe(folds[0]["config"])
+    for other in [*(f["config"] for f in folds[1:]), *([final_config] if final_config else [])]:
+        differing = sorted(k for k in reference.keys() | recipe(other).keys() if reference.get(k) != other.get(k))
+        if differing:
+            raise ValueError(f"The runs' recipes differ in {', '.join(differing)}: pool runs of one recipe only.")
+    seen: dict[str, Path] = {}
+    for fold in folds:
+        for patient in {row["patient_id"] for row in fold["rows"]}:
+            if patient in seen:
+                raise ValueError(f"Patient {patient} is validated in both {seen[patient]} and {fold['dir']}.")
+            seen[patient] = fold["dir"]
+
+
+def _description(folds: list[dict]) -> str:
+    splits = {f["config"].get("split", {}).get("cv_split") for f in folds}
+    scored = "each patient scored by a model that never trained on it"
+    if len(splits) == 1 and None not in splits:
+        base = folds[0]["eval"]["split"].split(", cv fold")[0]
+        return f"{base}, out of fold over the {len(folds)} folds of {Path(splits.pop()).name} ({scored})"
+    return f"out of fold over {len(folds)} runs ({scored})"
+
+
+def pool(folds: list[dict], final_config: dict | None = None, model: str = "") -> tuple[dict, list[dict]]:
+    """The pooled evaluation, and the pooled per-cell rows (path, patient_id, label, prob_all)."""
+    _check(folds, final_config)
+    rows = [row for fold in folds for row in fold["rows"]]
+    scores = torch.tensor([float(r["prob_all"]) for r in rows])
+    labels = torch.tensor([int(r["label"]) for r in rows])
+    selections = {f["config"].get("keep_epoch", "best") for f in folds}
+    result = report(
+        torch.stack([1 - scores, scores], 1),
+        labels,
+        [r["patient_id"] for r in rows],
+        model=model,
+        split=_description(folds),
+        epoch_selection=", ".join(sorted(selections)),
+    )
+    if "best" in selections:
+        result["note"] = (
+            "Some folds kept their best epoch by validation weighted F1, chosen on the very patients scored "
+            "here, which flatters these numbers; --keep-epoch latest avoids it."
+        )
+    result["folds"] = [
+        {"run": f["dir"].name, "split": f["eval"]["split"], "epoch": f["eval"].get("epoch")}
+        | {k: f["eval"].get(k) for k in METRICS}
+        for f in folds
+    ]
+    result["fold_mean_sd"] = {k: mean_sd([f["eval"].get(k) for f in folds]) for k in METRICS}
+    return result, rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.crossval", description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="the cross-validation's fold run folders")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--model-dir", type=Path, help="the final model (runs/X-all/model): write its eval.json")
+    target.add_argument("--output", type=Path, help="FILE.json, for a cross-validation without a final model")
+    args = parser.parse_args(argv)
+    try:
+        folds = [read_fold(run) for run in args.runs]
+        final_config = _read_json(args.model_dir.parent / "run_config.json") if args.model_dir else None
+        result, rows = pool(folds, final_config, model=str(args.model_dir or ""))
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    output = args.output or args.model_dir.parent / "eval.json"
+    write_report(
+        result,
+        output,
+        paths=[r["path"] for r in rows],
+        patient_ids=[r["patient_id"] for r in rows],
+        labels=[int(r["label"]) for r in rows],
+        scores=[float(r["prob_all"]) for r in rows],
+    )
+    print(
+        f"{result['split']}: weighted F1 {result['f1_weighted']:.4f}, accuracy {result['accuracy']:.4f}, "
+        f"ROC-AUC {result['roc_auc']}, patient accuracy {result['patient_accuracy']:.3f} -> {output}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
