@@ -170,12 +170,18 @@ def _evaluation(evaluation: dict, plots: list[str]) -> str:
         metrics += f"\n\nEach fold's model on its own validation patients:\n\n{folds}"
     if evaluation.get("note"):
         metrics += f"\n\n{evaluation['note']}"
+    pooled = (
+        "This model trained on all of these patients, so it is scored through its recipe: the cross-validation "
+        "models of the same recipe, each on the patients it never trained on, pooled.\n\n"
+        if evaluation.get("folds")
+        else ""
+    )
     return (
         "## Evaluation\n\n"
         "Cells of one patient are highly correlated, so the model is evaluated **by patient**: no patient of the "
         "validation data contributed a single cell to training (a random cell split scores far higher than the "
         "model deserves).\n\n"
-        f"Evaluated on **{evaluation['split']}**: {evaluation['num_cells']:,} cells of "
+        f"{pooled}Evaluated on **{evaluation['split']}**: {evaluation['num_cells']:,} cells of "
         f"{evaluation['num_patients']} patients. Positive class: ALL.\n\n"
         f"{metrics}\n\nConfusion matrix (cells):\n\n{confusion}" + (f"\n\n{figures}" if figures else "")
     )

@@ -60,6 +60,7 @@ def test_pooled_out_of_fold_evaluation_becomes_the_final_models(runs, cnmc):
     calibrate.calibrate([final / "eval_predictions.csv"], final / "model")
     card = str(model_card(final / "model", repo_id="cnmc-test/final"))
     assert "out of fold over the 3 folds" in card and "Each fold's model on its own validation patients" in card
+    assert "This model trained on all of these patients" in card
 
 
 def test_refuses_a_patient_scored_twice_or_mixed_recipes(runs, tmp_path, capsys):
