@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# One GPU session: the training-throughput benchmark, then one backbone (BACKBONE, default mobilenetv2; PRESET,
-# default best) on the fixed 3-fold patient-grouped cross-validation, and the shipped model on both folds, all
-# four runs side by side on one GPU. Every run keeps its latest epoch (KEEP_EPOCH), as the final model must, so
-# the folds' pooled out-of-fold predictions (training.crossval) are an honest evaluation of it; the final model
-# is then calibrated on them, and training.compare tabulates the folds.
+# One GPU session: the training-throughput benchmark, then for each backbone in BACKBONES (default mobilenetv2;
+# PRESET, default best) the fixed 3-fold patient-grouped cross-validation and the final model on both folds:
+# four runs a backbone, all runs of all the backbones side by side on one GPU. Every run keeps its latest epoch
+# (KEEP_EPOCH), as the final model must, so the folds' pooled out-of-fold predictions (training.crossval) are an
+# honest evaluation of it; the final model is then calibrated on them, and training.compare tabulates the folds.
 #
 # Needs `prepared/` (python -m training.data prepare --data-dir PATH/C-NMC_Leukemia --output prepared) and,
 # on a machine without them, wheels in .whl/ (datasets, evaluate, timm, dill, multiprocess).
 # EPOCHS, MAX_CELLS, WORKERS and BENCH_STEPS shrink it for a CPU smoke test; SKIP_BENCH=1 skips the
-# benchmark and TRAIN_LIMIT caps each run's seconds (a run's best epoch so far is kept). Results land in $OUT (default out/).
+# benchmark and TRAIN_LIMIT caps each run's seconds (each run keeps its latest finished epoch). Results land in
+# $OUT (default out/), packed in runs.tar.gz.
 set -uo pipefail
 OUT=${OUT:-out}
 EPOCHS=${EPOCHS:-40}
@@ -29,25 +30,35 @@ nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null
 [ "${SKIP_BENCH:-0}" = 1 ] || timeout 200 python3 -m benchmarks.train_throughput --data-dir prepared --steps "$BENCH_STEPS" \
   --output "$OUT/train_throughput.json" 2>&1 | grep -v Warning | tee "$OUT/bench.log"
 
-BACKBONE=${BACKBONE:-mobilenetv2}
+BACKBONES=${BACKBONES:-mobilenetv2}
 PRESET=${PRESET:-best}
-COMMON=(--backbone "$BACKBONE" --data-dir prepared --no-pretrained --preset "$PRESET" --epochs "$EPOCHS"
-        --num-workers "$WORKERS" --mixed-precision bf16 --no-verify --keep-epoch "${KEEP_EPOCH:-latest}" $LIMIT)
 start=$(date +%s)
-for k in 0 1 2; do
-  timeout "${TRAIN_LIMIT:-900}" python3 -m training.train "${COMMON[@]}" --cv-split splits/cnmc_cv3_seed0.json --cv-fold $k \
-    --output-dir "$OUT/runs/$BACKBONE-$PRESET-cv$k" > "$OUT/cv$k.log" 2>&1 &
+for backbone in $BACKBONES; do
+  common=(--backbone "$backbone" --data-dir prepared --no-pretrained --preset "$PRESET" --epochs "$EPOCHS"
+          --num-workers "$WORKERS" --mixed-precision bf16 --no-verify --keep-epoch "${KEEP_EPOCH:-latest}" $LIMIT)
+  for k in 0 1 2; do
+    timeout "${TRAIN_LIMIT:-900}" python3 -m training.train "${common[@]}" --cv-split splits/cnmc_cv3_seed0.json \
+      --cv-fold $k --output-dir "$OUT/runs/$backbone-$PRESET-cv$k" > "$OUT/$backbone-cv$k.log" 2>&1 &
+  done
+  timeout "${TRAIN_LIMIT:-900}" python3 -m training.train "${common[@]}" --train-folds fold_0 fold_1 --val-folds \
+    --output-dir "$OUT/runs/$backbone-$PRESET-all" > "$OUT/$backbone-all.log" 2>&1 &
 done
-timeout "${TRAIN_LIMIT:-900}" python3 -m training.train "${COMMON[@]}" --train-folds fold_0 fold_1 --val-folds \
-  --output-dir "$OUT/runs/$BACKBONE-$PRESET-all" > "$OUT/all.log" 2>&1 &
 wait
 echo "training wall time: $(( $(date +%s) - start )) s"
-for log in "$OUT"/cv*.log "$OUT"/all.log; do echo "== $log"; tr '\r' '\n' < "$log" | grep -E "^epoch|rror" | tail -3; done
-RUNS="$OUT/runs/$BACKBONE-$PRESET"
-python3 -m training.crossval "$RUNS"-cv0 "$RUNS"-cv1 "$RUNS"-cv2 --model-dir "$RUNS-all/model" 2>&1 | grep -v Warning \
-  && python3 -m training.calibrate --predictions "$RUNS-all/eval_predictions.csv" --model-dir "$RUNS-all/model"
-python3 -m training.compare "$RUNS"-cv0 "$RUNS"-cv1 "$RUNS"-cv2 --output "$RUNS-compare" 2>&1 | grep -v Warning
-# Keep results and the shipped weights, packed in one archive (the device returns few files, shallow);
-# drop checkpoints and the cross-validation weights.
+for backbone in $BACKBONES; do
+  for log in "$OUT/$backbone"-cv*.log "$OUT/$backbone-all.log"; do
+    echo "== $log"; tr '\r' '\n' < "$log" | grep -E "^epoch|rror" | tail -3
+  done
+  runs="$OUT/runs/$backbone-$PRESET"
+  python3 -m training.crossval "$runs"-cv0 "$runs"-cv1 "$runs"-cv2 --model-dir "$runs-all/model" 2>&1 | grep -v Warning \
+    && python3 -m training.calibrate --predictions "$runs-all/eval_predictions.csv" --model-dir "$runs-all/model"
+done
+python3 -m training.compare "$OUT"/runs/*-cv[012] --output "$OUT/runs/compare" 2>&1 | grep -v Warning
+# Keep results and the shipped weights (SHIP, default mobilenetv2), packed in one archive (the device returns
+# few files, shallow); drop checkpoints, the cross-validation weights and the other final models' weights, which
+# are too large to bring back or commit.
 rm -rf "$OUT"/runs/*/checkpoints "$OUT"/runs/*-cv*/model
+for final in "$OUT"/runs/*-all; do
+  [ "$(basename "$final")" = "${SHIP:-mobilenetv2}-$PRESET-all" ] || rm -f "$final/model/model.safetensors"
+done
 tar -czf "$OUT/runs.tar.gz" -C "$OUT" runs && rm -rf "$OUT/runs"
