@@ -1,5 +1,6 @@
 """Preprocessing comes from the model's own config; augmentation only adds random ops in front of it."""
 
+import pytest
 import torch
 
 from training.backbones import create_model, resolve_backbone
@@ -15,12 +16,13 @@ def test_eval_transform_follows_the_model_config(cnmc):
     assert torch.equal(x, eval_transform(model)(image))
 
 
-def test_batch_augment_without_augmentation_matches_eval(cnmc):
+@pytest.mark.parametrize(("size", "decoded"), [(96, 450), (224, 320), (299, 320)])  # antialiased first, or not
+def test_batch_augment_without_augmentation_matches_eval(cnmc, size, decoded):
     """Training's batched path has the same geometry and normalisation as the eval transform."""
-    model = create_model("mobilenetv2", pretrained=False, img_size=96)
+    model = create_model("inceptionv3" if size == 299 else "mobilenetv2", pretrained=False, img_size=size)
     images = cnmc["fold_0"][:8]["image"]
     expected = torch.stack([eval_transform(model)(i) for i in images])
-    got = BatchAugment(model, Augmentation())(torch.stack([FixedSizeTensor(450)(i) for i in images]))
+    got = BatchAugment(model, Augmentation())(torch.stack([FixedSizeTensor(decoded)(i) for i in images]))
     assert got.shape == expected.shape
     assert (got - expected).abs().mean() < 0.03  # interpolation differs by under 2 grey levels on average
 
