@@ -1,7 +1,7 @@
 """How steady a model's calibrated P(ALL) stays under changes that should not matter to it.
 
     python -m benchmarks.model_robustness [--model models/mobilenetv2] \
-        [--data-dir PATH --cv-split splits/cnmc_cv3_seed0.json --cv-fold 0] [--max-cells N]
+        [--data-dir PATH [--cv-split splits/cnmc_cv3_seed0.json --cv-fold 0 | --split prelim_test]] [--max-cells N]
 
 Cells have no orientation, and users upload JPEGs and crops that are off by a pixel or two, so flips, a quarter
 turn, a 2-pixel shift, JPEG re-encoding and +-0.5 grey levels of noise should leave the verdict alone. For each,
@@ -27,6 +27,7 @@ from hub.load import LoadedModel, load_model
 from serving.images import load_image
 from serving.predict import ALL_INDEX, calibrated
 from training.data import load_cnmc
+from training.evaluate import evaluation_split
 from training.splits import split_cv_fold
 from training.transforms import flipped_views
 
@@ -73,7 +74,11 @@ def probabilities(loaded: LoadedModel, images: list[Image.Image], change: str | 
 def _cells(args: argparse.Namespace) -> tuple[list[Image.Image], str]:
     if args.data_dir is None:
         return [load_image(p).image for p in sorted(FIXTURE_CELLS.glob("*/*/*"))], "the repository's fixture cells"
-    _, dataset, where = split_cv_fold(load_cnmc(args.data_dir, verify=False), args.cv_split, args.cv_fold)
+    dataset_dict = load_cnmc(args.data_dir, verify=False)
+    if args.split:
+        dataset, where = evaluation_split(dataset_dict, args.split), f"C-NMC 2019 {'+'.join(args.split)}"
+    else:
+        _, dataset, where = split_cv_fold(dataset_dict, args.cv_split, args.cv_fold)
     if args.max_cells and args.max_cells < len(dataset):
         dataset = dataset.shuffle(seed=0).select(range(args.max_cells))
     return [image.convert("RGB") for image in dataset["image"]], where
@@ -84,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="models/mobilenetv2", help="model folder or Hub id")
     parser.add_argument("--data-dir", help="C-NMC download or prepared copy (default: the fixture cells)")
     parser.add_argument("--cv-split", default=str(ROOT / "splits" / "cnmc_cv3_seed0.json"))
-    parser.add_argument("--cv-fold", type=int, default=0)
+    parser.add_argument("--cv-fold", type=int, default=0, help="whose patients to use (default: cv fold 0) ...")
+    parser.add_argument("--split", nargs="+", help="... or these, e.g. prelim_test for a model trained on both folds")
     parser.add_argument("--max-cells", type=int)
     parser.add_argument("--output", default=str(OUTPUT))
     args = parser.parse_args(argv)
