@@ -14,7 +14,6 @@ for scale, how far +-0.5 grey levels of noise move fp32 itself. Writes benchmark
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.report import save
 from hub.registry import MODELS
 from serving import fast
 from serving.images import load_image
@@ -128,9 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "four_models_in_a_row": {path: _stats(times) for path, times in in_a_row.items()},
         "shipped": shipped(args.warmup, args.repeats) if fast.bf16_supported() else {},
     }
-    OUTPUT.parent.mkdir(exist_ok=True)
-    OUTPUT.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    save(report, OUTPUT)
     return 0
 
 

@@ -9,7 +9,6 @@ serving path as ``python app.py``. Each concurrency limit is one run; writes ben
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 from gradio_client import Client, handle_file
 
 import app
+from benchmarks.report import save
 from hub.load import LoadedModel
 from serving import fast
 from serving.predict import ServedModel
@@ -92,9 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": models[0].name,
         "runs": [run(models, c, args.clients, args.requests) for c in args.concurrency],
     }
-    OUTPUT.parent.mkdir(exist_ok=True)
-    OUTPUT.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    save(report, OUTPUT)
     return 0
 
 

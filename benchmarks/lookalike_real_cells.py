@@ -7,12 +7,12 @@ benchmarks/results/lookalike_real_cells.json.
 """
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from benchmarks.report import save
 from serving.lookalike import check_lookalike
 from training.data import load_cnmc
 
@@ -32,8 +32,7 @@ def main() -> None:
                 reasons.update(reason.split(" (")[0].split(" by ")[0] for reason in result.reasons)
     report = {"cells": cells, "warned": len(warned), "rate": len(warned) / cells, "reasons": dict(reasons),
               "examples": warned[:20]}  # fmt: skip
-    print(json.dumps(report, indent=2))
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    save(report, args.output)
 
 
 if __name__ == "__main__":

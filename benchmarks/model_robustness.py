@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from benchmarks.report import save
 from hub.load import LoadedModel, load_model
 from serving.images import load_image
 from serving.predict import ALL_INDEX, calibrated
@@ -111,9 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 "verdicts_changed": int(((changed > 0.5) != (reference > 0.5)).sum()),
             }
         report["averaged over the four flips" if tta else "single view (as the app serves)"] = rows
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    save(report, args.output)
     return 0
 
 

@@ -8,14 +8,13 @@ holds the code, the wheels and the data, so the whole 7,108-cell copy should sta
 
 import argparse
 import io
-import json
 import random
 import time
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from benchmarks.report import save
 from training.data import load_cnmc
 
 OPTIONS = [
@@ -75,8 +74,7 @@ def main() -> None:
             f"{mean_bytes * total / 2**20:6.1f} MiB for {total} cells  decode {decode_ms:.2f} ms  "
             f"PSNR {np.mean(fidelity):.1f} dB"
         )
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps({"cells": total, "sample": len(sample), "results": results}, indent=2))
+    save({"cells": total, "sample": len(sample), "results": results}, args.output, show=False)
 
 
 if __name__ == "__main__":

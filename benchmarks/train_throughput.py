@@ -17,13 +17,13 @@ import itertools
 import json
 import platform
 import time
-from pathlib import Path
 
 import datasets
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
+from benchmarks.report import save
 from training.backbones import BACKBONES, create_model, resolve_backbone
 from training.data import load_cnmc
 from training.evaluate import make_loader
@@ -127,8 +127,7 @@ def main() -> None:
         "num_workers": args.num_workers,
         "results": results,
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(output, indent=2) + "\n")
+    save(output, args.output, show=False)
 
 
 if __name__ == "__main__":
