@@ -29,7 +29,7 @@ from serving.predict import ALL_INDEX, calibrated
 from training.data import load_cnmc
 from training.evaluate import evaluation_split
 from training.splits import split_cv_fold
-from training.transforms import flipped_views
+from training.transforms import flip_averaged
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_CELLS = ROOT / "tests/fixtures/cnmc/C-NMC_Leukemia/training_data"
@@ -66,8 +66,12 @@ def probabilities(loaded: LoadedModel, images: list[Image.Image], change: str | 
         x = torch.stack([loaded.transform(image) for image in batch])
         if change == NOISE:
             x = x + (torch.rand(x.shape, generator=generator) - 0.5) / 255 / std
-        views = flipped_views(x) if tta else [x]
-        out.append(torch.stack([calibrated(loaded.model(v), loaded) for v in views]).mean(0)[:, ALL_INDEX])
+        p = (
+            flip_averaged(lambda v: calibrated(loaded.model(v), loaded), x)
+            if tta
+            else calibrated(loaded.model(x), loaded)
+        )
+        out.append(p[:, ALL_INDEX])
     return torch.cat(out).numpy()
 
 

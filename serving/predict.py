@@ -20,7 +20,7 @@ from PIL import Image
 from hub.load import LoadedModel, load_model
 from hub.registry import MODELS, RegisteredModel
 from serving import fast
-from training.transforms import flipped_views
+from training.transforms import flip_averaged
 
 ALL_INDEX = 1  # C-NMC's class order is ["hem", "all"]
 # Calibrated P(ALL) inside this band is too close to call: the verdict defers to an expert.
@@ -119,11 +119,12 @@ def probabilities(model: ServedModel, images: Sequence[Image.Image], *, flips: b
     Averaging makes the answer the same for a mirrored cell, which single views of the interim model are not
     (benchmarks/results/model_robustness.json), at about three times the compute: the flips go as one batch.
     """
-    x = _inputs(model.loaded, images)
-    if not flips:
+
+    def run(x: torch.Tensor) -> torch.Tensor:
         return calibrated(model.runner(x), model.loaded)
-    views = calibrated(model.runner(torch.cat(flipped_views(x))), model.loaded)
-    return views.view(4, len(x), -1).mean(0)
+
+    x = _inputs(model.loaded, images)
+    return flip_averaged(run, x) if flips else run(x)
 
 
 def predict(model: ServedModel, image: Image.Image, *, flips: bool = False) -> Prediction:

@@ -31,7 +31,7 @@ from training.data import UNKNOWN_LABEL, CNMCDataError, add_data_arguments, load
 from training.metrics import cnmc_metric
 from training.plots import plot_confusion_matrix, plot_roc
 from training.splits import split_cv_fold
-from training.transforms import flipped_views, pixel_batch
+from training.transforms import flip_averaged, pixel_batch
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +70,13 @@ def predict(
     """Softmax probabilities, labels and row indices over the whole loader, gathered from all processes."""
     model.eval()
     probs, labels, index = [], [], []
+
+    def probabilities(x: torch.Tensor) -> torch.Tensor:
+        return model(x).float().softmax(-1)
+
     for batch in tqdm(loader, desc="Evaluating", disable=not accelerator.is_local_main_process, leave=False):
         x = batch["pixel_values"]
-        views = flipped_views(x) if tta else [x]
-        p = torch.stack([model(v).float().softmax(-1) for v in views]).mean(0)
+        p = flip_averaged(probabilities, x) if tta else probabilities(x)
         p, y, i = accelerator.gather_for_metrics((p, batch["labels"], batch["index"]))
         probs.append(p.cpu())
         labels.append(y.cpu())

@@ -125,9 +125,13 @@ def _hue_rotate(x: torch.Tensor, angle: torch.Tensor, to_yiq: torch.Tensor, to_r
     return torch.einsum("nij,njhw->nihw", matrix, x)
 
 
-def flipped_views(x: torch.Tensor) -> list[torch.Tensor]:
-    """Test-time augmentation of a (n, c, h, w) batch: cells have no orientation, so flips are equally valid."""
-    return [x, x.flip(-1), x.flip(-2), x.flip(-1, -2)]
+def flip_averaged(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Test-time augmentation: ``predict`` averaged over the four flips of the (n, c, h, w) batch ``x``.
+
+    Cells have no orientation, so flips are equally valid inputs; they go through ``predict`` as one batch.
+    """
+    out = predict(torch.cat([x, x.flip(-1), x.flip(-2), x.flip(-1, -2)]))
+    return out.view(4, len(x), *out.shape[1:]).mean(0)
 
 
 class FixedSizeTensor:
