@@ -105,13 +105,14 @@ def model_card(model_dir: str | Path, *, repo_id: str) -> ModelCard:
             if evaluation.get(key) is not None
         ],
     )
-    calibrated = (model_dir / CALIBRATION_NAME).is_file()
-    body = _body(name, repo_id, config, run, evaluation, [p.name for p in present_plots(run_dir)], calibrated)
+    calibration_path = model_dir / CALIBRATION_NAME
+    calibration = json.loads(calibration_path.read_text()) if calibration_path.is_file() else None
+    body = _body(name, repo_id, config, run, evaluation, [p.name for p in present_plots(run_dir)], calibration)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
 def _body(
-    name: str, repo_id: str, config: dict, run: dict, evaluation: dict, plots: list[str], calibrated: bool
+    name: str, repo_id: str, config: dict, run: dict, evaluation: dict, plots: list[str], calibration: dict | None
 ) -> str:
     architecture = config["architecture"]
     try:
@@ -143,7 +144,7 @@ def _body(
         f"({cfg.get('interpolation', 'bicubic')}) to {height} x {width} px, normalised with mean {cfg.get('mean')} "
         f"and std {cfg.get('std')}.",
         _evaluation(evaluation, plots),
-        _usage(repo_id, calibrated),
+        _usage(repo_id, calibration),
         "## Training hyperparameters\n\n"
         + _table(["hyperparameter", "value"], _flatten({k: v for k, v in run.items() if k not in _LOCAL_ONLY})),
         _limitations(run),
@@ -187,13 +188,20 @@ def _evaluation(evaluation: dict, plots: list[str]) -> str:
     )
 
 
-def _usage(repo_id: str, calibrated: bool) -> str:
-    calibration = (
-        "\n\n`calibration.json` holds a temperature T fitted on the validation patients: "
-        "`(logits / T).softmax(-1)` gives calibrated probabilities (the app applies it)."
-        if calibrated
-        else ""
-    )
+def _usage(repo_id: str, calibration: dict | None) -> str:
+    text = ""
+    if calibration:
+        text = (
+            f"\n\n`calibration.json` holds a temperature T = {calibration['temperature']:.2f}, fitted on the "
+            "predictions for patients unseen in training (the evaluation above): `(logits / T).softmax(-1)` gives "
+            "calibrated probabilities (the app applies it)."
+        )
+        if "nll_before" in calibration:  # what training.calibrate measured on those cells
+            text += (
+                f" On those {calibration['cells']:,} cells it takes the log-loss from {calibration['nll_before']:.3f} "
+                f"to {calibration['nll_after']:.3f}, and the expected calibration error from "
+                f"{calibration['ece_before']:.3f} to {calibration['ece_after']:.3f}."
+            )
     return (
         "## How to use\n\n"
         "With timm (labels by index: 0 `hem`, 1 `all`):\n\n"
@@ -218,7 +226,7 @@ def _usage(repo_id: str, calibrated: bool) -> str:
         "```python\n"
         "from hub.load import load_model\n\n"
         f'loaded = load_model("{repo_id}")\n'
-        "```" + calibration
+        "```" + text
     )
 
 

@@ -57,8 +57,9 @@ def test_pooled_out_of_fold_evaluation_becomes_the_final_models(runs, cnmc):
         assert {assignment[r["patient_id"]] for r in _rows(run / "eval_predictions.csv")} == {fold}
     labels, called = [int(r["label"]) for r in pooled], [int(float(r["prob_all"]) > 0.5) for r in pooled]
     assert result["f1_weighted"] == pytest.approx(f1_score(labels, called, average="weighted"), abs=1e-9)
-    calibrate.calibrate([final / "eval_predictions.csv"], final / "model")
+    fit = calibrate.calibrate([final / "eval_predictions.csv"], final / "model")
     card = str(model_card(final / "model", repo_id="cnmc-test/final"))
+    assert f"T = {fit['temperature']:.2f}" in card and f"from {fit['ece_before']:.3f} to {fit['ece_after']:.3f}" in card
     assert "out of fold over the 3 folds" in card and "Each fold's model on its own validation patients" in card
     assert "This model trained on all of these patients" in card
 
