@@ -116,7 +116,7 @@ def calibrated(logits: torch.Tensor, loaded: LoadedModel) -> torch.Tensor:
 def probabilities(model: ServedModel, images: Sequence[Image.Image], *, flips: bool = False) -> torch.Tensor:
     """Calibrated class probabilities, (n, classes), for RGB images; with ``flips``, averaged over their 4 flips.
 
-    Averaging makes the answer the same for a mirrored cell, which single views of the interim model are not
+    Averaging makes the answer the same for a mirrored cell, which single views of the shipped model are not
     (benchmarks/results/model_robustness.json), at about three times the compute: the flips go as one batch.
     """
 
