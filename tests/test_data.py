@@ -176,7 +176,10 @@ def test_prepare_round_trip(cnmc, tmp_path):
     prepared = load_cnmc(out)
     assert list(prepared) == list(cnmc)
     for split in cnmc:
-        for column in ("label", "patient_id", "fold", "path"):
+        for column in ("label", "patient_id", "fold"):
             assert prepared[split][column] == cnmc[split][column]
+        # paths are kept relative to the download, so no machine's folders travel with the copy
+        assert not any(Path(p).is_absolute() for p in prepared[split]["path"])
+        assert [str(FIXTURES / p) for p in prepared[split]["path"]] == cnmc[split]["path"]
     assert prepared["fold_0"].features == cnmc["fold_0"].features
     assert prepared["fold_0"][0]["image"].size == (64, 64)

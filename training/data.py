@@ -331,14 +331,19 @@ def format_summary(rows: list[dict]) -> str:
 # --- Prepared copy ------------------------------------------------------------------------------------
 
 
-def _shrink(example: dict, size: int, image_format: str, quality: int) -> dict:
+def _shrink(example: dict, size: int, image_format: str, quality: int, root: str | None) -> dict:
     """Resize the whole field (no crop), so every model's own resize/crop still applies unchanged."""
     image = example["image"].convert("RGB")
     if max(image.size) > size:
         image = image.resize((size, size), Image.Resampling.BICUBIC)
     buffer = io.BytesIO()
     image.save(buffer, format=image_format, quality=quality)
-    return {"image": {"bytes": buffer.getvalue(), "path": None}}
+    shrunk = {"image": {"bytes": buffer.getvalue(), "path": None}}
+    if root is not None:  # name the cell inside the download, not by where this machine keeps it
+        path = Path(example["path"]).resolve()
+        if path.is_relative_to(root):
+            shrunk["path"] = path.relative_to(root).as_posix()
+    return shrunk
 
 
 def prepare(
@@ -349,15 +354,21 @@ def prepare(
     image_format: str = "WEBP",
     quality: int = 90,
     num_proc: int | None = None,
+    root: str | Path | None = None,
 ) -> Path:
-    """Write a compact copy: one parquet file per split of resized, re-encoded images, same columns."""
+    """Write a compact copy: one parquet file per split of resized, re-encoded images, same columns.
+
+    With ``root`` (the download's folder), paths under it are stored relative to it, so the copy and any
+    predictions made from it name each cell the same way wherever they are used.
+    """
     output = Path(output)
+    root = str(Path(root).resolve()) if root is not None else None
     output.mkdir(parents=True, exist_ok=True)
     meta = {"size": size, "format": image_format, "quality": quality, "splits": {}}
     for name, split in dataset_dict.items():
         shrunk = split.map(
             _shrink,
-            fn_kwargs={"size": size, "image_format": image_format, "quality": quality},
+            fn_kwargs={"size": size, "image_format": image_format, "quality": quality, "root": root},
             num_proc=num_proc,
             desc=f"Preparing {name}",
         )
@@ -424,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
             image_format=args.format,
             quality=args.quality,
             num_proc=args.num_proc,
+            root=args.data_dir,
         )
         meta = json.loads((out / PREPARED_MARKER).read_text())
         total = sum(s["bytes"] for s in meta["splits"].values())
