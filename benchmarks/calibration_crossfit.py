@@ -22,16 +22,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
 from benchmarks.report import save
-from training.calibrate import calibrated, ece, fit_temperature, nll
+from training.calibrate import calibrated, ece, fit_temperature, logits, nll
 from training.splits import load_assignment
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = Path(__file__).resolve().parent / "results" / "calibration_crossfit.json"
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    return np.log(p) - np.log1p(-p)
 
 
 def _platt(train_logits: np.ndarray, train_labels: np.ndarray) -> LogisticRegression:
@@ -61,8 +56,8 @@ def crossfit(predictions: pd.DataFrame, assignment: dict[str, int]) -> dict:
         fit, held = fold != k, fold == k
         t = fit_temperature(labels[fit], raw[fit])
         temperature[held] = calibrated(raw[held], t)
-        model = _platt(_logit(raw[fit]), labels[fit])
-        platt[held] = model.predict_proba(_logit(raw[held])[:, None])[:, 1]
+        model = _platt(logits(raw[fit]), labels[fit])
+        platt[held] = model.predict_proba(logits(raw[held])[:, None])[:, 1]
         fitted[f"fold {k}"] = {
             "temperature": round(t, 3),
             "platt_temperature": round(1 / model.coef_[0, 0], 3),

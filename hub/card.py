@@ -12,7 +12,8 @@ from pathlib import Path
 import timm
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from hub.export import CALIBRATION_NAME, CONFIG_NAME
+from hub.export import CONFIG_NAME
+from hub.load import read_calibration
 from training.backbones import resolve_backbone
 
 RUN_CONFIG_NAME = "run_config.json"
@@ -105,8 +106,7 @@ def model_card(model_dir: str | Path, *, repo_id: str) -> ModelCard:
             if evaluation.get(key) is not None
         ],
     )
-    calibration_path = model_dir / CALIBRATION_NAME
-    calibration = json.loads(calibration_path.read_text()) if calibration_path.is_file() else None
+    calibration = read_calibration(model_dir)
     body = _body(name, repo_id, config, run, evaluation, [p.name for p in present_plots(run_dir)], calibration)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 

@@ -121,6 +121,12 @@ def _label_names(config: dict, model: torch.nn.Module) -> list[str]:
     return [names.get(index, str(index)) for index in range(model.num_classes)]
 
 
-def _temperature(folder: Path) -> float | None:
+def read_calibration(folder: Path) -> dict | None:
+    """The folder's calibration.json (temperature, and what fitting it measured), if it has one."""
     file = folder / CALIBRATION_NAME
-    return float(json.loads(file.read_text())["temperature"]) if file.is_file() else None
+    return json.loads(file.read_text()) if file.is_file() else None
+
+
+def _temperature(folder: Path) -> float | None:
+    calibration = read_calibration(folder)
+    return float(calibration["temperature"]) if calibration else None

@@ -35,13 +35,13 @@ def read_predictions(paths: list[str | Path]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(labels), np.asarray(scores)
 
 
-def _logits(scores: np.ndarray) -> np.ndarray:
+def logits(scores: np.ndarray) -> np.ndarray:
     p = np.clip(scores, 1e-7, 1 - 1e-7)
     return np.log(p) - np.log1p(-p)  # for two classes, the softmax is a sigmoid of the logit difference
 
 
 def calibrated(scores: np.ndarray, temperature: float) -> np.ndarray:
-    return 1 / (1 + np.exp(-_logits(scores) / temperature))
+    return 1 / (1 + np.exp(-logits(scores) / temperature))
 
 
 def nll(labels: np.ndarray, scores: np.ndarray) -> float:
