@@ -51,6 +51,20 @@ def test_flip_only_augmentation_mirrors_exactly(cnmc):
     assert torch.allclose(flipped, plain.flip(-1), atol=1e-5)
 
 
+@pytest.mark.parametrize(("zoom", "zoom_out", "grows"), [(0.3, 0.0, True), (0.0, 0.3, False)])
+def test_zoom_in_enlarges_and_zoom_out_shrinks_the_cell(cnmc, zoom, zoom_out, grows):
+    model = create_model("mobilenetv2", pretrained=False, img_size=64)
+    x = torch.stack([FixedSizeTensor(128)(i) for i in cnmc["fold_0"][:4]["image"]])
+    black = ((0 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])).view(1, 3, 1, 1)
+
+    def cell_area(batch):  # per image: the fraction of pixels off the black background
+        return ((batch - black).abs().amax(1) > 0.2).float().mean((-1, -2))
+
+    plain = cell_area(BatchAugment(model, Augmentation())(x))
+    zoomed = cell_area(BatchAugment(model, Augmentation(zoom=zoom, zoom_out=zoom_out, zoom_prob=1.0))(x))
+    assert ((zoomed > plain) if grows else (zoomed < plain)).all()
+
+
 def test_hue_shift_changes_colour_but_keeps_luminance(cnmc):
     model = create_model("mobilenetv2", pretrained=False, img_size=64)
     x = torch.stack([FixedSizeTensor(128)(i) for i in cnmc["fold_0"][:4]["image"]])

@@ -27,6 +27,7 @@ class Augmentation:
     vflip: float = 0.0  # probability
     rotation: float = 0.0  # max degrees either way; cells have no natural orientation
     zoom: float = 0.0  # max centre-crop zoom-in, e.g. 0.2 = up to 1.2x
+    zoom_out: float = 0.0  # max zoom-out, e.g. 0.2 = down to 0.8x: with zoom, hides the cell's size
     zoom_prob: float = 0.0
     color_jitter: float = 0.0  # brightness/contrast/saturation strength: a cheap stain variation
     hue: float = 0.0
@@ -87,8 +88,9 @@ class BatchAugment(torch.nn.Module):
             x = F.interpolate(x, size=(self.resize, self.resize), mode=self.mode, antialias=True).clamp_(0, 1)
         # Output coordinates -> input coordinates: centre crop, zoom, rotation and flips in one affine map.
         scale = torch.full((n,), self.size / self.resize, device=x.device)
-        if a.zoom and a.zoom_prob:
-            scale = torch.where(self._chance(n, a.zoom_prob), scale / self._uniform(n, 1.0, 1.0 + a.zoom), scale)
+        if (a.zoom or a.zoom_out) and a.zoom_prob:
+            zoom = self._uniform(n, 1.0 - a.zoom_out, 1.0 + a.zoom)
+            scale = torch.where(self._chance(n, a.zoom_prob), scale / zoom, scale)
         angle = self._uniform(n, -a.rotation, a.rotation).deg2rad()
         flip_x = torch.where(self._chance(n, a.hflip), -1.0, 1.0)
         flip_y = torch.where(self._chance(n, a.vflip), -1.0, 1.0)
