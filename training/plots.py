@@ -87,6 +87,46 @@ def plot_training_curves(rows: list[dict], path: str | Path, title: str = "") ->
         plt.close(fig)
 
 
+def plot_patients_by_size(
+    patient_ids: list[str],
+    labels: list[int],
+    areas: list[float],
+    scores: list[float],
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """One point per patient: mean cell area against the model's mean P(ALL), coloured by the true class.
+
+    A model that only measures size puts its points on one rising curve, whatever the class.
+    """
+    patients: dict[str, list] = {}
+    for patient, label, area, score in zip(patient_ids, labels, areas, scores, strict=True):
+        patients.setdefault(patient, [label, [], []])
+        patients[patient][1].append(area)
+        patients[patient][2].append(score)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    try:
+        for label, colour in ((1, "tab:red"), (0, "tab:blue")):
+            members = {p: v for p, v in patients.items() if v[0] == label}
+            x = [100 * np.mean(v[1]) for v in members.values()]
+            y = [np.mean(v[2]) for v in members.values()]
+            sizes = [8 + len(v[1]) / 4 for v in members.values()]
+            ax.scatter(x, y, s=sizes, color=colour, alpha=0.7, label=f"{DISPLAY_NAMES[label]} patients")
+            for name, xi, yi in zip(members, x, y, strict=True):
+                ax.annotate(name, (xi, yi), fontsize=6, xytext=(3, 2), textcoords="offset points")
+        ax.axhline(0.5, linestyle="--", color="grey", linewidth=0.8)
+        ax.set(
+            xlabel="mean cell area (% of the image)",
+            ylabel="mean P(ALL) over the patient's cells",
+            ylim=(0, 1),
+            title=title,
+        )
+        ax.legend(fontsize="small", title="point size: cells", title_fontsize="small")
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,77 @@
+"""The cell-size baseline: area measured on the real fixture cells, fitted out of fold, and a model tested for size."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import FIXTURES
+from training.size_baseline import add_cell_area, cell_area, cross_validate, main, size_dependence
+
+SPLIT = Path(__file__).resolve().parents[1] / "splits" / "cnmc_cv3_seed0.json"
+
+
+def test_cell_area_counts_pixels_off_the_black_field(cnmc):
+    field = np.zeros((100, 100, 3), dtype=np.uint8)
+    field[:20, :50] = (120, 60, 150)
+    field[50:, :] = 8  # re-encoding noise on the black background is not cell
+    assert cell_area(Image.fromarray(field)) == pytest.approx(0.1)
+    areas = [cell_area(image) for image in cnmc["fold_0"]["image"]]
+    assert all(0.05 < a < 0.35 for a in areas)  # a real cell covers a part of its 450 px field
+
+
+@pytest.fixture(scope="module")
+def baseline(cnmc):
+    return cross_validate(add_cell_area(cnmc), SPLIT)
+
+
+def test_baseline_scores_every_cell_once_with_a_fit_that_never_saw_its_patient(cnmc, baseline):
+    result, rows = baseline
+    pooled = [*cnmc["fold_0"]["path"], *cnmc["fold_1"]["path"]]
+    assert sorted(r["path"] for r in rows) == sorted(pooled)
+    assert len(result["folds"]) == 3 and result["fold_mean_sd"]["accuracy"]["n"] == 3
+    assert "out of fold over the 3 folds of cnmc_cv3_seed0.json" in result["split"]
+    for fold in result["folds"]:  # within one fit, a larger cell is always the likelier blast
+        members = sorted((r["cell_area"], r["prob_all"]) for r in rows if r["patient_id"] in fold["patients"])
+        assert all(a[1] <= b[1] for a, b in zip(members, members[1:], strict=False))
+    assert result["roc_auc"] > 0.7  # blasts are larger, even on 40 cells
+    assert result["confusion_matrix"] and 0 <= result["patient_accuracy"] <= 1
+
+
+def test_size_dependence_tells_a_size_meter_from_a_model_that_sees_more():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 500)
+    areas = rng.normal(0.13 + 0.04 * labels, 0.02).clip(0.05, 0.4)
+    size_meter = size_dependence(1 / (1 + np.exp(-10 * np.log(areas / 0.15))), labels, areas)
+    assert size_meter["correlation_logit_log_area"] > 0.99
+    assert size_meter["roc_auc_model"] == pytest.approx(size_meter["roc_auc_area_alone"])
+    assert size_meter["roc_auc_model_at_matched_size"] < 0.65
+    sees_more = size_dependence(np.where(labels == 1, 0.8, 0.2), labels, areas)
+    assert sees_more["roc_auc_model_at_matched_size"] == 1.0
+
+
+def test_cli_writes_the_baseline_and_tests_a_model_for_size(tmp_path, cnmc, capsys):
+    predictions = tmp_path / "eval_predictions.csv"
+    with predictions.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "patient_id", "label", "prob_all"])
+        for split in ("fold_0", "fold_1"):
+            for row in cnmc[split].select_columns(["path", "patient_id", "label"]):
+                writer.writerow([row["path"], row["patient_id"], row["label"], 0.9 if row["label"] else 0.1])
+    output = tmp_path / "out"
+    args = ["--data-dir", str(FIXTURES), "--no-verify", "--cv-split", str(SPLIT), "--output", str(output)]
+    assert main([*args, "--predictions", str(predictions)]) == 0
+    assert json.loads((output / "eval.json").read_text())["model"] == "cell area alone (logistic regression)"
+    for name in ("eval_confusion_matrix.png", "eval_roc.png", "eval_predictions.csv", "patients_by_size.png"):
+        assert (output / name).stat().st_size > 0
+    dependence = json.loads((output / "size_dependence.json").read_text())
+    assert dependence["cells"] == 40 and dependence["roc_auc_model_at_matched_size"] == 1.0
+    assert "among cells of the same size 1.000" in capsys.readouterr().out
+
+    with predictions.open("a") as handle:
+        handle.write("elsewhere/UID_99_1_1_all.bmp,99,1,0.5\n")
+    assert main([*args, "--output", str(tmp_path / "again"), "--predictions", str(predictions)]) == 2
+    assert "1 cell(s) of" in capsys.readouterr().err

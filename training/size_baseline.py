@@ -1,0 +1,197 @@
+"""The cell-size baseline: how well the cell's area alone tells ALL from HEM, on the same patient folds.
+
+    python -m training.size_baseline --data-dir PATH --cv-split splits/cnmc_cv3_seed0.json --output DIR
+    python -m training.size_baseline ... --predictions runs/X-all/eval_predictions.csv
+
+Lymphoblasts are larger than normal lymphocytes, and the best preset's fixed crop keeps a cell's size, so a
+model can score well by measuring size alone. For each fold of the committed assignment this fits a logistic
+regression on the log of the cell's area on the other folds' patients, class-weighted as the best preset's
+loss is, and predicts the fold's cells; the pooled out-of-fold predictions are scored with the project's
+metrics (DIR/eval.json, with its plots and predictions beside it).
+
+With --predictions (a model's pooled out-of-fold predictions from ``training.crossval``) it also measures how
+much of that model's score the area explains (DIR/size_dependence.json) and plots each patient's mean cell
+area against the model's mean P(ALL) (DIR/patients_by_size.png). A model that learned more than size keeps a
+ROC-AUC well above 0.5 among cells of the same size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from training import atomic
+from training.compare import METRICS, mean_sd
+from training.data import CNMCDataError, add_data_arguments, load_from_args
+from training.evaluate import report, write_report
+from training.plots import plot_patients_by_size
+from training.splits import load_assignment, split_cv_fold
+
+# C-NMC cells are segmented onto a pure black field; 10 of 255 clears the noise of lossy re-encoding.
+BACKGROUND_LEVEL = 10
+MODEL_NAME = "cell area alone (logistic regression)"
+# Cells are compared with cells of about the same size: 20 equal-count bins of ~5 % of the cells each.
+SIZE_BINS = 20
+
+
+def cell_area(image) -> float:
+    """The fraction of the image the cell covers: pixels whose brightest channel is off the black background."""
+    pixels = np.asarray(image.convert("RGB"))
+    return float((pixels.max(-1) > BACKGROUND_LEVEL).mean())
+
+
+def add_cell_area(dataset_dict: datasets.DatasetDict, num_proc: int | None = None) -> datasets.DatasetDict:
+    """Each split with a ``cell_area`` column (decodes every image once, with a progress bar)."""
+
+    def measure(batch: dict) -> dict:
+        return {"cell_area": [cell_area(image) for image in batch["image"]]}
+
+    return dataset_dict.map(measure, batched=True, batch_size=64, num_proc=num_proc, desc="Measuring cell areas")
+
+
+def _features(dataset: datasets.Dataset) -> np.ndarray:
+    area = np.asarray(dataset["cell_area"])
+    empty = [p for p, a in zip(dataset["path"], area, strict=True) if a == 0]
+    if empty:
+        raise CNMCDataError(f"{len(empty)} image(s) are entirely black, so they hold no cell: {empty[:5]}")
+    return np.log(area).reshape(-1, 1)
+
+
+def cross_validate(dataset_dict: datasets.DatasetDict, cv_split: str | Path) -> tuple[dict, list[dict]]:
+    """The pooled out-of-fold evaluation of the area baseline, and its per-cell rows."""
+    rows, folds = [], []
+    for fold in sorted(set(load_assignment(cv_split).values())):
+        train, val, where = split_cv_fold(dataset_dict, cv_split, fold)
+        classifier = LogisticRegression(class_weight="balanced").fit(_features(train), train["label"])
+        scores = classifier.predict_proba(_features(val))[:, 1]
+        labels = torch.tensor(val["label"])
+        probs = torch.tensor(np.stack([1 - scores, scores], 1))
+        folds.append(
+            {"split": where, "patients": sorted(set(val["patient_id"]))} | report(probs, labels, val["patient_id"])
+        )
+        rows += [
+            {"path": p, "patient_id": i, "label": y, "prob_all": float(s), "cell_area": a}
+            for p, i, y, s, a in zip(
+                val["path"], val["patient_id"], val["label"], scores, val["cell_area"], strict=True
+            )
+        ]
+    scores = torch.tensor([r["prob_all"] for r in rows], dtype=torch.float64)
+    result = report(
+        torch.stack([1 - scores, scores], 1),
+        torch.tensor([r["label"] for r in rows]),
+        [r["patient_id"] for r in rows],
+        model=MODEL_NAME,
+        split=f"{folds[0]['split'].split(', cv fold')[0]}, out of fold over the {len(folds)} folds of "
+        f"{Path(cv_split).name} (each patient scored by a fit that never saw it)",
+    )
+    result["folds"] = [{k: f[k] for k in ["split", "patients", *METRICS]} for f in folds]
+    result["fold_mean_sd"] = {k: mean_sd([f[k] for f in folds]) for k in METRICS}
+    return result, rows
+
+
+def _cell_key(path: str) -> str:
+    # Cell file names are unique across C-NMC; folders and extensions differ between a download and a copy.
+    return Path(path).stem
+
+
+def read_predictions(path: str | Path, areas: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    """A model's predictions CSV matched to cell areas: (P(ALL), labels, areas, patient ids)."""
+    with open(path) as handle:
+        rows = list(csv.DictReader(handle))
+    missing = [r["path"] for r in rows if _cell_key(r["path"]) not in areas]
+    if missing:
+        raise CNMCDataError(f"{len(missing)} cell(s) of {path} are not in the data, e.g. {missing[:3]}")
+    probs = np.array([float(r["prob_all"]) for r in rows])
+    labels = np.array([int(r["label"]) for r in rows])
+    return probs, labels, np.array([areas[_cell_key(r["path"])] for r in rows]), [r["patient_id"] for r in rows]
+
+
+def matched_size_auc(labels: np.ndarray, scores: np.ndarray, areas: np.ndarray, bins: int = SIZE_BINS) -> float:
+    """ROC-AUC among cells of about the same size: within equal-count bins of cell area, weighted by cells."""
+    edges = np.quantile(areas, np.linspace(0, 1, bins + 1)[1:-1])
+    which = np.searchsorted(edges, areas)
+    aucs, weights = [], []
+    for b in range(bins):
+        inside = which == b
+        if len(set(labels[inside])) == 2:
+            aucs.append(roc_auc_score(labels[inside], scores[inside]))
+            weights.append(inside.sum())
+    return float(np.average(aucs, weights=weights))
+
+
+def size_dependence(probs: np.ndarray, labels: np.ndarray, areas: np.ndarray) -> dict:
+    """How far a model's score follows the cell's area, and what it knows about cells of the same size."""
+    logit = np.log(np.clip(probs, 1e-6, 1 - 1e-6) / np.clip(1 - probs, 1e-6, 1 - 1e-6))
+    return {
+        "cells": len(probs),
+        "correlation_logit_log_area": float(np.corrcoef(logit, np.log(areas))[0, 1]),
+        "roc_auc_model": float(roc_auc_score(labels, probs)),
+        "roc_auc_area_alone": float(roc_auc_score(labels, areas)),
+        "size_bins": SIZE_BINS,
+        "roc_auc_model_at_matched_size": matched_size_auc(labels, probs, areas),
+        "roc_auc_area_alone_at_matched_size": matched_size_auc(labels, areas, areas),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.size_baseline", description=__doc__.split("\n")[0])
+    add_data_arguments(parser)
+    parser.add_argument(
+        "--cv-split", required=True, help="the committed fold assignment, e.g. splits/cnmc_cv3_seed0.json"
+    )
+    parser.add_argument("--output", required=True, type=Path, help="folder for eval.json and the plots")
+    parser.add_argument("--predictions", type=Path, help="a model's out-of-fold eval_predictions.csv to test for size")
+    parser.add_argument("--num-proc", type=int, help="processes that decode images")
+    args = parser.parse_args(argv)
+    try:
+        dataset_dict = add_cell_area(load_from_args(args), args.num_proc)
+        result, rows = cross_validate(dataset_dict, args.cv_split)
+        if args.predictions:
+            areas = {_cell_key(r["path"]): r["cell_area"] for r in rows}
+            probs, labels, cell_areas, patients = read_predictions(args.predictions, areas)
+    except (CNMCDataError, OSError, ValueError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    write_report(
+        result,
+        args.output / "eval.json",
+        paths=[r["path"] for r in rows],
+        patient_ids=[r["patient_id"] for r in rows],
+        labels=[r["label"] for r in rows],
+        scores=[r["prob_all"] for r in rows],
+    )
+    print(
+        f"Cell area alone, {result['split']}: weighted F1 {result['f1_weighted']:.4f}, accuracy "
+        f"{result['accuracy']:.4f}, ROC-AUC {result['roc_auc']:.4f}, patient accuracy {result['patient_accuracy']:.3f}"
+    )
+    if args.predictions:
+        dependence = {"predictions": str(args.predictions)} | size_dependence(probs, labels, cell_areas)
+        atomic.write_text(args.output / "size_dependence.json", json.dumps(dependence, indent=2) + "\n")
+        plot_patients_by_size(
+            patients,
+            labels,
+            cell_areas,
+            probs,
+            args.output / "patients_by_size.png",
+            title=f"P(ALL) against cell size, per patient\n{args.predictions}",
+        )
+        print(
+            f"{args.predictions}: logit vs log cell area r = {dependence['correlation_logit_log_area']:.2f}; "
+            f"ROC-AUC {dependence['roc_auc_model']:.3f}, area alone {dependence['roc_auc_area_alone']:.3f}, "
+            f"among cells of the same size {dependence['roc_auc_model_at_matched_size']:.3f} "
+            f"(area alone {dependence['roc_auc_area_alone_at_matched_size']:.3f})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
