@@ -47,3 +47,27 @@ def test_unfinished_run_is_named(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty"), "--output", str(tmp_path / "out")]) == 2
     assert "empty lacks run_config.json, eval.json" in capsys.readouterr().err
+
+
+def test_baseline_is_the_last_row_and_joins_the_roc_overlay(tmp_path, capsys):
+    run = make_run(tmp_path / "m0", "mobilenetv2_100", 0.80, "cv fold 0", [60])
+    baseline = tmp_path / "size" / "eval.json"
+    baseline.parent.mkdir()
+    folds = [{"split": f"cv fold {k}"} for k in range(3)]
+    fold_mean_sd = {k: {"mean": 0.7, "sd": 0.05, "n": 3} for k in ("f1_weighted", "accuracy", "roc_auc")}
+    fold_mean_sd["patient_accuracy"] = {"mean": 0.8, "sd": 0.1, "n": 3}
+    baseline.write_text(
+        json.dumps({"model": "cell area alone", "split": "out of fold", "folds": folds, "fold_mean_sd": fold_mean_sd})
+    )
+    (baseline.parent / "eval_predictions.csv").write_text("path,patient_id,label,prob_all\na,1,1,0.7\nb,H1,0,0.3\n")
+    assert main([str(run), "--output", str(tmp_path / "out"), "--baseline", str(baseline)]) == 0
+    table = (tmp_path / "out" / "comparison.md").read_text()
+    assert table.splitlines()[3] == (
+        "| cell area alone | - | - | - | 3 | 0.700 ± 0.050 | 0.700 ± 0.050 | 0.700 ± 0.050 | 0.800 ± 0.100 "
+        "| n/a | n/a | - | - |"
+    )
+    rows = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert rows[-1]["display_name"] == "cell area alone" and "labels" not in rows[-1]
+
+    assert main([str(run), "--output", str(tmp_path / "out"), "--baseline", str(tmp_path / "none.json")]) == 2
+    assert "none.json is missing" in capsys.readouterr().err

@@ -1,9 +1,11 @@
 """Compare training runs: a markdown table beside the thesis's published numbers, a JSON file and a ROC overlay.
 
-    python -m training.compare runs/mobilenetv2-cv0 runs/mobilenetv2-cv1 ... --output results/
+    python -m training.compare runs/mobilenetv2-cv0 runs/mobilenetv2-cv1 ... --output results/ \
+        [--baseline results/size-baseline/eval.json]
 
 Runs of the same backbone and preset (e.g. the folds of a cross-validation) are pooled: the table gives
 the mean and standard deviation over them, and the ROC overlay pools their out-of-fold predictions.
+--baseline adds a cross-validated reference that is no CNN (``training.size_baseline``) as the last row.
 """
 
 from __future__ import annotations
@@ -42,16 +44,43 @@ def read_run(run_dir: Path) -> dict:
     }
     predictions = run_dir / "eval_predictions.csv"
     if predictions.is_file():
-        with predictions.open() as handle:
-            for row in csv.DictReader(handle):
-                run["labels"].append(int(row["label"]))
-                run["scores"].append(float(row["prob_all"]))
+        run["labels"], run["scores"] = read_predictions(predictions)
     with (run_dir / "metrics.csv").open() as handle:
         epochs = list(csv.DictReader(handle))
     run["wall_seconds"] = sum(float(e["epoch_seconds"]) for e in epochs)
     run["train_img_per_s"] = statistics.median(float(e["train_img_per_s"]) for e in epochs)
     run["epochs"] = len(epochs)
     return run
+
+
+def read_predictions(path: Path) -> tuple[list[int], list[float]]:
+    """References and ALL scores of an ``eval_predictions.csv``."""
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    return [int(r["label"]) for r in rows], [float(r["prob_all"]) for r in rows]
+
+
+def read_baseline(path: Path) -> tuple[dict, tuple[list[int], list[float]]]:
+    """A table row for a cross-validated reference that is no CNN, and its pooled out-of-fold predictions."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: python -m training.size_baseline writes it")
+    result = json.loads(path.read_text())
+    row = {
+        "backbone": None,
+        "display_name": result["model"],
+        "preset": None,
+        "pretrained": None,
+        "img_size": None,
+        "runs": [f["split"] for f in result["folds"]],
+        "evaluated_on": [result["split"]],
+        "epochs": [],
+        **result["fold_mean_sd"],
+        "wall_seconds": mean_sd([]),
+        "train_img_per_s": mean_sd([]),
+        "thesis_accuracy": None,
+        "thesis_f1": None,
+    }
+    return row, read_predictions(path.parent / f"{path.stem}_predictions.csv")
 
 
 def mean_sd(values: list[float]) -> dict:
@@ -106,12 +135,14 @@ def markdown(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        start = "-" if r["pretrained"] is None else "ImageNet" if r["pretrained"] else "scratch"
+        size = "-" if r["backbone"] is None else r["img_size"] or "?"
+        thesis = "- | -" if r["thesis_f1"] is None else f"{r['thesis_accuracy']:.2f} % | {r['thesis_f1']:.2f} %"
         lines.append(
-            f"| {r['display_name']} | {r['preset']} | {'ImageNet' if r['pretrained'] else 'scratch'} | "
-            f"{r['img_size'] or '?'} | {len(r['runs'])} | {_fmt(r['f1_weighted'])} | {_fmt(r['accuracy'])} | "
-            f"{_fmt(r['roc_auc'])} | "
+            f"| {r['display_name']} | {r['preset'] or '-'} | {start} | {size} | {len(r['runs'])} | "
+            f"{_fmt(r['f1_weighted'])} | {_fmt(r['accuracy'])} | {_fmt(r['roc_auc'])} | "
             f"{_fmt(r['patient_accuracy'])} | {_fmt(r['wall_seconds'], 1 / 60, 1)} | "
-            f"{_fmt(r['train_img_per_s'], 1, 0)} | {r['thesis_accuracy']:.2f} % | {r['thesis_f1']:.2f} % |"
+            f"{_fmt(r['train_img_per_s'], 1, 0)} | {thesis} |"
         )
     splits = sorted({s for r in rows for s in r["evaluated_on"]})
     lines += [
@@ -129,13 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.compare", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="training run folders")
     parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--baseline", type=Path, help="eval.json of a reference that is no CNN, as the last row")
     args = parser.parse_args(argv)
     try:
         runs = [read_run(d) for d in args.runs]
+        baseline = read_baseline(args.baseline) if args.baseline else None
     except (FileNotFoundError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    rows = summarize(runs)
+    rows = summarize(runs) + ([baseline[0]] if baseline else [])
     atomic.write_text(args.output / "comparison.md", markdown(rows))
     atomic.write_text(args.output / "comparison.json", json.dumps(rows, indent=2) + "\n")
     curves = {}
@@ -146,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                 [y for m in members for y in m["labels"]],
                 [s for m in members for s in m["scores"]],
             )
+    if baseline:
+        curves[baseline[0]["display_name"]] = baseline[1]
     plot_roc(curves, args.output / "roc_overlay.png", title="Out-of-fold ROC, patients unseen in training")
     print(markdown(rows))
     return 0
