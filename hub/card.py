@@ -15,6 +15,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from hub.export import CONFIG_NAME
 from hub.load import read_calibration
 from training.backbones import resolve_backbone
+from training.size_baseline import DEPENDENCE_NAME, PLOT_NAME
 
 RUN_CONFIG_NAME = "run_config.json"
 # A local path means nothing to the card's readers and can reveal the trainer's machine.
@@ -25,6 +26,7 @@ PLOTS = {
     "eval_confusion_matrix.png": "Confusion matrix on the validation patients",
     "eval_roc.png": "ROC curve on the validation patients",
     "training_curves.png": "Training curves",
+    PLOT_NAME: "Mean P(ALL) against mean cell area, one point per validation patient",
 }
 # The TCIA collection's name; C-NMC is not a Hub dataset, so the Hub shows it unlinked.
 DATASET_ID = "C-NMC_2019"
@@ -107,12 +109,21 @@ def model_card(model_dir: str | Path, *, repo_id: str) -> ModelCard:
         ],
     )
     calibration = read_calibration(model_dir)
-    body = _body(name, repo_id, config, run, evaluation, [p.name for p in present_plots(run_dir)], calibration)
+    size = read_json(run_dir / DEPENDENCE_NAME, "") if (run_dir / DEPENDENCE_NAME).is_file() else None
+    plots = [p.name for p in present_plots(run_dir)]
+    body = _body(name, repo_id, config, run, evaluation, plots, calibration, size)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
 def _body(
-    name: str, repo_id: str, config: dict, run: dict, evaluation: dict, plots: list[str], calibration: dict | None
+    name: str,
+    repo_id: str,
+    config: dict,
+    run: dict,
+    evaluation: dict,
+    plots: list[str],
+    calibration: dict | None,
+    size: dict | None,
 ) -> str:
     architecture = config["architecture"]
     try:
@@ -147,7 +158,7 @@ def _body(
         _usage(repo_id, calibration),
         "## Training hyperparameters\n\n"
         + _table(["hyperparameter", "value"], _flatten({k: v for k, v in run.items() if k not in _LOCAL_ONLY})),
-        _limitations(run),
+        _limitations(run, size),
         "## Licence and citation\n\n"
         "The model code and weights are released under Apache-2.0. The training images are C-NMC 2019, "
         f"CC BY 3.0: credit them wherever this model is used.\n\n```\n{CITATION}\n```",
@@ -230,7 +241,7 @@ def _usage(repo_id: str, calibration: dict | None) -> str:
     )
 
 
-def _limitations(run: dict) -> str:
+def _limitations(run: dict, size: dict | None) -> str:
     items = [
         "Not validated clinically; a research baseline only.",
         "Trained and evaluated on part of C-NMC 2019 only (the labelled official training folds at hand, "
@@ -242,6 +253,16 @@ def _limitations(run: dict) -> str:
     ]
     if not run.get("pretrained"):
         items.insert(1, "Trained from scratch (no ImageNet pre-training), which usually generalises worse.")
+    if size:  # what training.size_baseline measured on the evaluation's predictions
+        items.insert(
+            1,
+            f"Its score largely follows the cell's size. On the {size['cells']:,} evaluated cells its logit "
+            f"correlates r = {size['correlation_logit_log_area']:.2f} with the log of the cell's area, the area "
+            f"alone ranks the cells about as well (ROC-AUC {size['roc_auc_area_alone']:.3f} against "
+            f"{size['roc_auc_model']:.3f}), and among cells of about the same size its ROC-AUC is "
+            f"{size['roc_auc_model_at_matched_size']:.3f}. Blasts are larger than normal lymphocytes, so size is "
+            "a real cue, but an image at another magnification or scale will mislead the model.",
+        )
     return "## Limitations\n\n" + "\n".join(f"- {item}" for item in items)
 
 

@@ -10,7 +10,7 @@ from conftest import FIXTURES
 from sklearn.metrics import f1_score
 
 from hub.card import model_card
-from training import calibrate, crossval, train
+from training import calibrate, crossval, size_baseline, train
 from training.splits import load_assignment
 
 SPLIT = Path(__file__).resolve().parents[1] / "splits" / "cnmc_cv3_seed0.json"
@@ -58,7 +58,16 @@ def test_pooled_out_of_fold_evaluation_becomes_the_final_models(runs, cnmc):
     labels, called = [int(r["label"]) for r in pooled], [int(float(r["prob_all"]) > 0.5) for r in pooled]
     assert result["f1_weighted"] == pytest.approx(f1_score(labels, called, average="weighted"), abs=1e-9)
     fit = calibrate.calibrate([final / "eval_predictions.csv"], final / "model")
+    data = ["--data-dir", str(FIXTURES), "--no-verify", "--cv-split", str(SPLIT)]
+    baseline = final.parent / "size-baseline"
+    assert (
+        size_baseline.main([*data, "--output", str(baseline), "--predictions", str(final / "eval_predictions.csv")])
+        == 0
+    )
+    size = json.loads((final / "size_dependence.json").read_text())
     card = str(model_card(final / "model", repo_id="cnmc-test/final"))
+    assert f"correlates r = {size['correlation_logit_log_area']:.2f} with the log of the cell's area" in card
+    assert "(patients_by_size.png)" in card
     assert f"T = {fit['temperature']:.2f}" in card and f"from {fit['ece_before']:.3f} to {fit['ece_after']:.3f}" in card
     assert "out of fold over the 3 folds" in card and "Each fold's model on its own validation patients" in card
     assert "This model trained on all of these patients" in card

@@ -65,9 +65,10 @@ def test_cli_writes_the_baseline_and_tests_a_model_for_size(tmp_path, cnmc, caps
     args = ["--data-dir", str(FIXTURES), "--no-verify", "--cv-split", str(SPLIT), "--output", str(output)]
     assert main([*args, "--predictions", str(predictions)]) == 0
     assert json.loads((output / "eval.json").read_text())["model"] == "cell area alone (logistic regression)"
-    for name in ("eval_confusion_matrix.png", "eval_roc.png", "eval_predictions.csv", "patients_by_size.png"):
+    for name in ("eval_confusion_matrix.png", "eval_roc.png", "eval_predictions.csv"):
         assert (output / name).stat().st_size > 0
-    dependence = json.loads((output / "size_dependence.json").read_text())
+    assert (tmp_path / "patients_by_size.png").stat().st_size > 0  # beside the model's predictions
+    dependence = json.loads((tmp_path / "size_dependence.json").read_text())
     assert dependence["cells"] == 40 and dependence["roc_auc_model_at_matched_size"] == 1.0
     assert "among cells of the same size 1.000" in capsys.readouterr().out
 
@@ -75,3 +76,6 @@ def test_cli_writes_the_baseline_and_tests_a_model_for_size(tmp_path, cnmc, caps
         handle.write("elsewhere/UID_99_1_1_all.bmp,99,1,0.5\n")
     assert main([*args, "--output", str(tmp_path / "again"), "--predictions", str(predictions)]) == 2
     assert "1 cell(s) of" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the baseline's eval.json must not replace the model's
+        main([*args[:-1], str(tmp_path), "--predictions", str(predictions)])
+    assert "would overwrite the model's own eval.json" in capsys.readouterr().err

@@ -9,10 +9,11 @@ regression on the log of the cell's area on the other folds' patients, class-wei
 loss is, and predicts the fold's cells; the pooled out-of-fold predictions are scored with the project's
 metrics (DIR/eval.json, with its plots and predictions beside it).
 
-With --predictions (a model's pooled out-of-fold predictions from ``training.crossval``) it also measures how
-much of that model's score the area explains (DIR/size_dependence.json) and plots each patient's mean cell
-area against the model's mean P(ALL) (DIR/patients_by_size.png). A model that learned more than size keeps a
-ROC-AUC well above 0.5 among cells of the same size.
+With --predictions (a model's pooled out-of-fold predictions, e.g. the ``eval_predictions.csv`` that
+``training.crossval`` writes into the final run) it also measures how far that model's score follows the area,
+and plots each patient's mean cell area against the model's mean P(ALL): ``size_dependence.json`` and
+``patients_by_size.png`` beside the predictions, where the model card finds them. A model that learned more than
+size keeps a ROC-AUC well above 0.5 among cells of the same size.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from training.splits import load_assignment, split_cv_fold
 # C-NMC cells are segmented onto a pure black field; 10 of 255 clears the noise of lossy re-encoding.
 BACKGROUND_LEVEL = 10
 MODEL_NAME = "cell area alone (logistic regression)"
+DEPENDENCE_NAME = "size_dependence.json"
+PLOT_NAME = "patients_by_size.png"
 # Cells are compared with cells of about the same size: 20 equal-count bins of ~5 % of the cells each.
 SIZE_BINS = 20
 
@@ -148,10 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cv-split", required=True, help="the committed fold assignment, e.g. splits/cnmc_cv3_seed0.json"
     )
-    parser.add_argument("--output", required=True, type=Path, help="folder for eval.json and the plots")
+    parser.add_argument("--output", required=True, type=Path, help="the baseline's folder: eval.json and its plots")
     parser.add_argument("--predictions", type=Path, help="a model's out-of-fold eval_predictions.csv to test for size")
     parser.add_argument("--num-proc", type=int, help="processes that decode images")
     args = parser.parse_args(argv)
+    if args.predictions and args.predictions.parent.resolve() == args.output.resolve():
+        parser.error("--output would overwrite the model's own eval.json beside --predictions: choose another folder")
     try:
         dataset_dict = add_cell_area(load_from_args(args), args.num_proc)
         result, rows = cross_validate(dataset_dict, args.cv_split)
@@ -175,13 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.predictions:
         dependence = {"predictions": str(args.predictions)} | size_dependence(probs, labels, cell_areas)
-        atomic.write_text(args.output / "size_dependence.json", json.dumps(dependence, indent=2) + "\n")
+        atomic.write_text(args.predictions.parent / DEPENDENCE_NAME, json.dumps(dependence, indent=2) + "\n")
         plot_patients_by_size(
             patients,
             labels,
             cell_areas,
             probs,
-            args.output / "patients_by_size.png",
+            args.predictions.parent / PLOT_NAME,
             title=f"P(ALL) against cell size, per patient\n{args.predictions}",
         )
         print(
