@@ -26,7 +26,7 @@ PLOTS = {
     "eval_confusion_matrix.png": "Confusion matrix on the validation patients",
     "eval_roc.png": "ROC curve on the validation patients",
     "training_curves.png": "Training curves",
-    PLOT_NAME: "Mean P(ALL) against mean cell area, one point per validation patient",
+    PLOT_NAME: "Mean P(ALL) against mean cell area, one point per evaluated patient",
 }
 # The TCIA collection's name; C-NMC is not a Hub dataset, so the Hub shows it unlinked.
 DATASET_ID = "C-NMC_2019"
