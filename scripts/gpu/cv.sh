@@ -3,7 +3,8 @@
 # PRESET, default best) the fixed 3-fold patient-grouped cross-validation and the final model on both folds:
 # four runs a backbone, all runs of all the backbones side by side on one GPU. Every run keeps its latest epoch
 # (KEEP_EPOCH), as the final model must, so the folds' pooled out-of-fold predictions (training.crossval) are an
-# honest evaluation of it; the final model is then calibrated on them, and training.compare tabulates the folds.
+# honest evaluation of it; the final model is then calibrated on them and tested for how far it follows cell size
+# (training.size_baseline), and training.compare tabulates the folds beside the cell-area baseline.
 #
 # Needs `prepared/` (python -m training.data prepare --data-dir PATH/C-NMC_Leukemia --output prepared) and,
 # on a machine without them, wheels in .whl/ (datasets, evaluate, timm, dill, multiprocess).
@@ -56,9 +57,12 @@ for backbone in $BACKBONES; do
   done
   runs="$OUT/runs/$backbone-$PRESET"
   python3 -m training.crossval "$runs"-cv0 "$runs"-cv1 "$runs"-cv2 --model-dir "$runs-all/model" 2>&1 | grep -v Warning \
-    && python3 -m training.calibrate --predictions "$runs-all/eval_predictions.csv" --model-dir "$runs-all/model"
+    && python3 -m training.calibrate --predictions "$runs-all/eval_predictions.csv" --model-dir "$runs-all/model" \
+    && python3 -m training.size_baseline --data-dir prepared --cv-split splits/cnmc_cv3_seed0.json --num-proc 4 \
+      --output "$OUT/runs/size-baseline" --predictions "$runs-all/eval_predictions.csv" 2>&1 | grep -v "Warning\|Measuring"
 done
-python3 -m training.compare "$OUT"/runs/*-cv[012] --output "$OUT/runs/compare" 2>&1 | grep -v Warning
+python3 -m training.compare "$OUT"/runs/*-cv[012] --output "$OUT/runs/compare" --baseline "$OUT/runs/size-baseline/eval.json" \
+  2>&1 | grep -v Warning
 # Keep results and the shipped weights (SHIP, default mobilenetv2), packed in one archive (the device returns
 # few files, shallow); drop checkpoints, the cross-validation weights and the other final models' weights, which
 # are too large to bring back or commit.
