@@ -308,6 +308,18 @@ def test_lookalike_passes_every_real_cell():
     assert failing == []
 
 
+def test_lookalike_warns_on_a_real_cell_at_another_magnification():
+    """The models' verdicts follow cell size, so a real cell shown 1.6x larger must not pass silently."""
+    cell = Image.open(CELLS[0]).convert("RGB")
+    assert check_lookalike(cell).looks_like_cell
+    side = cell.width
+    enlarged = cell.resize((int(side * 1.6),) * 2, Image.Resampling.BICUBIC)
+    margin = (enlarged.width - side) // 2
+    result = check_lookalike(enlarged.crop((margin, margin, margin + side, margin + side)))
+    assert not result.looks_like_cell
+    assert any("another magnification" in reason for reason in result.reasons)
+
+
 @pytest.mark.parametrize("name", ["gradient", "noise", "scene", "corner", "white", "black"])
 def test_lookalike_warns_on_photos(models, tmp_path, name):
     image = _photos()[name]

@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 CLASS_NAMES = ["hem", "all"]
 UNKNOWN_LABEL = -1
+# Cells are segmented onto pure black; a pixel whose brightest channel is above this is cell, not background
+# (the margin absorbs the noise of lossy re-encoding).
+BACKGROUND_LEVEL = 10
 SPLIT_ORDER = ["fold_0", "fold_1", "fold_2", "prelim_test", "final_test"]
 FEATURES = datasets.Features(
     {

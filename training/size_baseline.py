@@ -32,13 +32,11 @@ from sklearn.metrics import roc_auc_score
 
 from training import atomic
 from training.compare import METRICS, mean_sd
-from training.data import CNMCDataError, add_data_arguments, load_from_args
+from training.data import BACKGROUND_LEVEL, CNMCDataError, add_data_arguments, load_from_args
 from training.evaluate import report, write_report
 from training.plots import plot_patients_by_size
 from training.splits import load_assignment, split_cv_fold
 
-# C-NMC cells are segmented onto a pure black field; 10 of 255 clears the noise of lossy re-encoding.
-BACKGROUND_LEVEL = 10
 MODEL_NAME = "cell area alone (logistic regression)"
 DEPENDENCE_NAME = "size_dependence.json"
 PLOT_NAME = "patients_by_size.png"
