@@ -1,17 +1,19 @@
 """The comparison: runs of one backbone and preset pool into mean ± sd beside the thesis's numbers."""
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from training.compare import main
+from training.presets import PRESETS
 
 
-def make_run(folder: Path, backbone: str, f1: float, split: str, seconds: list[float]) -> Path:
+def make_run(folder: Path, backbone: str, f1: float, split: str, seconds: list[float], **recipe) -> Path:
     folder.mkdir(parents=True)
     (folder / "run_config.json").write_text(
-        json.dumps({"backbone": backbone, "preset": "best", "pretrained": False, "img_size": 224})
+        json.dumps({"backbone": backbone, "preset": "best", "pretrained": False, "img_size": 224, **recipe})
     )
     metrics = {"f1_weighted": f1, "accuracy": f1 + 0.01, "roc_auc": 0.9, "patient_accuracy": 1.0}
     (folder / "eval.json").write_text(json.dumps({"split": split, **metrics}))
@@ -41,6 +43,22 @@ def test_folds_pool_into_mean_and_sd(tmp_path):
     assert "| MobileNetV2 | best | scratch | 224 | 2 | 0.750 ± 0.071 |" in table
     assert "| 77.40 % | 76.37 % |" in table and "cv fold 0; cv fold 1" in table
     assert (tmp_path / "out" / "roc_overlay.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_runs_that_changed_the_recipe_get_their_own_row(tmp_path):
+    best = PRESETS["best"]
+    plain = make_run(tmp_path / "a", "mobilenetv2_100", 0.80, "cv fold 0", [60], epochs=best.epochs)
+    zoom = {**asdict(best.augmentation), "zoom_out": 0.2}
+    changed = [
+        make_run(tmp_path / f"b{k}", "mobilenetv2_100", 0.7, f"cv fold {k}", [60], epochs=12, augmentation=zoom)
+        for k in range(2)
+    ]
+    assert main([str(plain), *map(str, changed), "--output", str(tmp_path / "out")]) == 0
+    rows = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert [(r["recipe"], len(r["runs"])) for r in rows] == [("best", 1), ("best, epochs 12, zoom_out 0.2", 2)]
+    assert (
+        "| MobileNetV2 | best, epochs 12, zoom_out 0.2 | scratch |" in (tmp_path / "out" / "comparison.md").read_text()
+    )
 
 
 def test_unfinished_run_is_named(tmp_path, capsys):

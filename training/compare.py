@@ -3,7 +3,7 @@
     python -m training.compare runs/mobilenetv2-cv0 runs/mobilenetv2-cv1 ... --output results/ \
         [--baseline results/size-baseline/eval.json]
 
-Runs of the same backbone and preset (e.g. the folds of a cross-validation) are pooled: the table gives
+Runs of the same backbone and recipe (e.g. the folds of a cross-validation) are pooled: the table gives
 the mean and standard deviation over them, and the ROC overlay pools their out-of-fold predictions.
 --baseline adds a cross-validated reference that is no CNN (``training.size_baseline``) as the last row.
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 from training import atomic
 from training.backbones import BACKBONES, resolve_backbone
 from training.plots import plot_roc
+from training.presets import overrides_of
 
 # The thesis's Table 5.2: accuracy and F1 (%) on its test set, fine-tuned from ImageNet.
 THESIS = {
@@ -69,6 +70,7 @@ def read_baseline(path: Path) -> tuple[dict, tuple[list[int], list[float]]]:
         "backbone": None,
         "display_name": result["model"],
         "preset": None,
+        "recipe": None,
         "pretrained": None,
         "img_size": None,
         "runs": [f["split"] for f in result["folds"]],
@@ -94,20 +96,29 @@ def mean_sd(values: list[float]) -> dict:
     }
 
 
+def recipe_label(config: dict) -> str:
+    """The run's preset and whatever it changed in it, e.g. ``best, epochs 12, zoom_out 0.2``."""
+    return ", ".join([config["preset"], *(f"{k} {v}" for k, v in sorted(overrides_of(config).items()))])
+
+
 def summarize(runs: list[dict]) -> list[dict]:
-    groups: dict[tuple[str, str], list[dict]] = {}
+    groups: dict[tuple, list[dict]] = {}
     for run in runs:
-        groups.setdefault((run["config"]["backbone"], run["config"]["preset"]), []).append(run)
+        config = run["config"]
+        key = (config["backbone"], recipe_label(config), config["pretrained"], config.get("img_size"))
+        groups.setdefault(key, []).append(run)
     order = [b.timm_name for b in BACKBONES]
     rows = []
-    for (backbone, preset), members in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
+    for key, members in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
+        backbone, recipe, pretrained, img_size = key
         rows.append(
             {
                 "backbone": backbone,
                 "display_name": resolve_backbone(backbone).display_name,
-                "preset": preset,
-                "pretrained": members[0]["config"]["pretrained"],
-                "img_size": members[0]["config"].get("img_size"),
+                "preset": members[0]["config"]["preset"],
+                "recipe": recipe,
+                "pretrained": pretrained,
+                "img_size": img_size,
                 "runs": [m["dir"] for m in members],
                 "evaluated_on": sorted({m["eval"]["split"] for m in members}),
                 "epochs": [m["epochs"] for m in members],
@@ -130,7 +141,7 @@ def _fmt(stat: dict, scale: float = 1.0, digits: int = 3) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| Backbone | Preset | Start | Input px | Runs | Weighted F1 | Accuracy | ROC-AUC | Patient accuracy "
+        "| Backbone | Recipe | Start | Input px | Runs | Weighted F1 | Accuracy | ROC-AUC | Patient accuracy "
         "| Wall time (min) | Train img/s | Thesis accuracy | Thesis F1 |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -139,7 +150,7 @@ def markdown(rows: list[dict]) -> str:
         size = "-" if r["backbone"] is None else r["img_size"] or "?"
         thesis = "- | -" if r["thesis_f1"] is None else f"{r['thesis_accuracy']:.2f} % | {r['thesis_f1']:.2f} %"
         lines.append(
-            f"| {r['display_name']} | {r['preset'] or '-'} | {start} | {size} | {len(r['runs'])} | "
+            f"| {r['display_name']} | {r['recipe'] or '-'} | {start} | {size} | {len(r['runs'])} | "
             f"{_fmt(r['f1_weighted'])} | {_fmt(r['accuracy'])} | {_fmt(r['roc_auc'])} | "
             f"{_fmt(r['patient_accuracy'])} | {_fmt(r['wall_seconds'], 1 / 60, 1)} | "
             f"{_fmt(r['train_img_per_s'], 1, 0)} | {thesis} |"
@@ -175,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         members = [r for r in runs if r["dir"] in row["runs"] and r["labels"]]
         if members:
-            curves[f"{row['display_name']} ({row['preset']})"] = (
+            curves[f"{row['display_name']} ({row['recipe']})"] = (
                 [y for m in members for y in m["labels"]],
                 [s for m in members for s in m["scores"]],
             )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from training.backbones import DEFAULT_CROP_PCT
 from training.transforms import Augmentation
@@ -73,3 +73,14 @@ def build_recipe(preset: str, overrides: dict) -> Recipe:
     recipe_changes = {k: v for k, v in overrides.items() if k in RECIPE_FIELDS and v is not None}
     aug_changes = {k: v for k, v in overrides.items() if k in AUGMENTATION_FIELDS and v is not None}
     return replace(base, augmentation=replace(base.augmentation, **aug_changes), **recipe_changes)
+
+
+def overrides_of(run_config: dict) -> dict:
+    """The recipe fields of a run's ``run_config.json`` that differ from its preset, e.g. ``{"epochs": 12}``.
+
+    Fields a run predates (written before the field existed) count as the preset's.
+    """
+    preset = asdict(PRESETS[run_config["preset"]])
+    changed = {k: run_config[k] for k in RECIPE_FIELDS if k in run_config and run_config[k] != preset[k]}
+    augmentation = run_config.get("augmentation", {})
+    return changed | {k: v for k, v in augmentation.items() if v != preset["augmentation"].get(k)}
