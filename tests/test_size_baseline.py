@@ -79,3 +79,12 @@ def test_cli_writes_the_baseline_and_tests_a_model_for_size(tmp_path, cnmc, caps
     with pytest.raises(SystemExit):  # the baseline's eval.json must not replace the model's
         main([*args[:-1], str(tmp_path), "--predictions", str(predictions)])
     assert "would overwrite the model's own eval.json" in capsys.readouterr().err
+
+
+def test_a_cell_less_image_is_named_not_fitted(cnmc_copy, tmp_path, capsys):
+    blank = cnmc_copy / "training_data" / "fold_0" / "hem" / "UID_H6_10_2_hem.webp"
+    Image.new("RGB", (450, 450)).save(blank)
+    args = ["--data-dir", str(cnmc_copy), "--cv-split", str(SPLIT), "--output", str(tmp_path / "out")]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "1 image(s) are entirely black" in error and "UID_H6_10_2_hem.webp" in error
