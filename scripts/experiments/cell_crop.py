@@ -1,0 +1,47 @@
+"""Experiment: a prepared copy in which every cell is cropped to its own bounding box, hiding its size.
+
+    python -m scripts.experiments.cell_crop prepared prepared-cellcrop
+    python -m training.train ... --data-dir prepared-cellcrop --crop-pct 1.0
+
+The shipped recipe's score is mostly the cell's size (results/size-baseline/). Here each image becomes a square
+around the cell (10 % margin, black padding) resized back to the copy's size, so every cell fills the field
+and a model can only learn shape, texture and colour. A model trained on this copy expects cropped cells, which
+its saved preprocessing does not do, so it is for measurement, not for the app.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from training.data import BACKGROUND_LEVEL, PREPARED_MARKER, load_prepared
+
+MARGIN = 1.1
+
+
+def crop_to_cell(image: Image.Image) -> Image.Image:
+    image = image.convert("RGB")
+    ys, xs = np.nonzero(np.asarray(image).max(-1) > BACKGROUND_LEVEL)
+    if len(xs) == 0:
+        return image
+    cx, cy = (xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2
+    half = MARGIN * max(xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()) / 2
+    box = tuple(round(v) for v in (cx - half, cy - half, cx + half, cy + half))
+    return image.crop(box).resize(image.size, Image.Resampling.BICUBIC)  # outside the image crops to black
+
+
+def main(source: str, target: str) -> None:
+    out = Path(target)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = json.loads((Path(source) / PREPARED_MARKER).read_text())
+    for name, split in load_prepared(source).items():
+        cropped = split.map(lambda example: {"image": crop_to_cell(example["image"])}, desc=f"Cropping {name}")
+        cropped.to_parquet(str(out / meta["splits"][name]["file"]))
+    meta["cell_crop_margin"] = MARGIN
+    (out / PREPARED_MARKER).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
