@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import FIXTURES
-from training.size_baseline import add_cell_area, cell_area, cross_validate, main, size_dependence
+from training.size_baseline import add_cell_area, cell_area, cross_validate, main, matched_size_auc, size_dependence
 
 SPLIT = Path(__file__).resolve().parents[1] / "splits" / "cnmc_cv3_seed0.json"
 
@@ -51,6 +51,8 @@ def test_size_dependence_tells_a_size_meter_from_a_model_that_sees_more():
     assert size_meter["roc_auc_model_at_matched_size"] < 0.65
     sees_more = size_dependence(np.where(labels == 1, 0.8, 0.2), labels, areas)
     assert sees_more["roc_auc_model_at_matched_size"] == 1.0
+    with pytest.raises(ValueError, match="No bin of cell sizes holds both classes"):
+        matched_size_auc(np.ones(40, dtype=int), areas[:40], areas[:40])
 
 
 def test_cli_writes_the_baseline_and_tests_a_model_for_size(tmp_path, cnmc, capsys):

@@ -126,6 +126,8 @@ def matched_size_auc(labels: np.ndarray, scores: np.ndarray, areas: np.ndarray, 
         if len(set(labels[inside])) == 2:
             aucs.append(roc_auc_score(labels[inside], scores[inside]))
             weights.append(inside.sum())
+    if not aucs:
+        raise ValueError(f"No bin of cell sizes holds both classes among these {len(labels)} cells; score more cells.")
     return float(np.average(aucs, weights=weights))
 
 
@@ -161,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.predictions:
             areas = {_cell_key(r["path"]): r["cell_area"] for r in rows}
             probs, labels, cell_areas, patients = read_predictions(args.predictions, areas)
+            # Named by its run folder, not by where this machine keeps it: the card and the Hub show both.
+            source = f"{args.predictions.parent.name}/{args.predictions.name}"
+            dependence = {"predictions": source} | size_dependence(probs, labels, cell_areas)
     except (CNMCDataError, OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -177,7 +182,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['accuracy']:.4f}, ROC-AUC {result['roc_auc']:.4f}, patient accuracy {result['patient_accuracy']:.3f}"
     )
     if args.predictions:
-        dependence = {"predictions": str(args.predictions)} | size_dependence(probs, labels, cell_areas)
         atomic.write_text(args.predictions.parent / DEPENDENCE_NAME, json.dumps(dependence, indent=2) + "\n")
         plot_patients_by_size(
             patients,
@@ -185,10 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             cell_areas,
             probs,
             args.predictions.parent / PLOT_NAME,
-            title=f"P(ALL) against cell size, per patient\n{args.predictions}",
+            title=f"P(ALL) against cell size, per patient\n{source}",
         )
         print(
-            f"{args.predictions}: logit vs log cell area r = {dependence['correlation_logit_log_area']:.2f}; "
+            f"{source}: logit vs log cell area r = {dependence['correlation_logit_log_area']:.2f}; "
             f"ROC-AUC {dependence['roc_auc_model']:.3f}, area alone {dependence['roc_auc_area_alone']:.3f}, "
             f"among cells of the same size {dependence['roc_auc_model_at_matched_size']:.3f} "
             f"(area alone {dependence['roc_auc_area_alone_at_matched_size']:.3f})"
