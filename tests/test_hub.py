@@ -6,6 +6,7 @@ to a fake ``HfApi`` (its two network methods replaced).
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import httpx2
@@ -288,6 +289,18 @@ def test_card_names_the_base_model_only_when_pretrained(run, tmp_path):
     assert meta["base_model"] == "timm/mobilenetv2_100.ra_in1k"
     assert "ROC AUC" not in {m["name"] for m in meta["model-index"][0]["results"][0]["metrics"]}
     assert "Trained from scratch" not in card.text
+
+
+@pytest.mark.parametrize(("matched", "verdict"), [(0.53, "largely follows the cell's size"), (0.78, "uses more than")])
+def test_card_states_what_the_size_test_found(run, tmp_path, matched, verdict):
+    for name in ("model", "run_config.json", "eval.json"):
+        copy = shutil.copytree if (run / name).is_dir() else shutil.copy
+        copy(run / name, tmp_path / name)
+    size = {"cells": 7108, "correlation_logit_log_area": 0.79, "roc_auc_model": 0.852, "roc_auc_area_alone": 0.853}
+    (tmp_path / "size_dependence.json").write_text(json.dumps({**size, "roc_auc_model_at_matched_size": matched}))
+    text = model_card(tmp_path / "model", repo_id=REPO_ID).text
+    assert verdict in text and f"about the same size the model's ROC-AUC is {matched:.3f}" in text
+    assert "Its score" not in model_card(run / "model", repo_id=REPO_ID).text  # no size test, no claim
 
 
 def test_dry_run_without_eval_json_is_one_line(run, tmp_path, capsys):
