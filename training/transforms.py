@@ -27,7 +27,7 @@ class Augmentation:
     vflip: float = 0.0  # probability
     rotation: float = 0.0  # max degrees either way; cells have no natural orientation
     zoom: float = 0.0  # max centre-crop zoom-in, e.g. 0.2 = up to 1.2x
-    zoom_out: float = 0.0  # max zoom-out, e.g. 0.2 = down to 0.8x: with zoom, hides the cell's size
+    zoom_out: float = 0.0  # max zoom-out, e.g. 0.2 = down to 0.8x (it did not hide size: results/*-scale/)
     zoom_prob: float = 0.0
     color_jitter: float = 0.0  # brightness/contrast/saturation strength: a cheap stain variation
     hue: float = 0.0
