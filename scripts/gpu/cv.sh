@@ -12,12 +12,13 @@
 # EPOCHS, MAX_CELLS, WORKERS and BENCH_STEPS shrink it for a CPU smoke test; SKIP_BENCH=1 skips the
 # benchmark and TRAIN_LIMIT caps each run's seconds (each run keeps its latest finished epoch). The device runs
 # one command for at most 600 s, so the defaults keep the benchmark (at most 200 s), training and the ~40 s of
-# evaluation and packing under that; a longer schedule is cut short, before its cosine annealing ends.
+# evaluation and packing, plus ~15 s a backbone for the size test, under that; a longer schedule is cut short,
+# before its cosine annealing ends.
 # Results land in $OUT (default out/), packed in runs.tar.gz.
 set -uo pipefail
 OUT=${OUT:-out}
 EPOCHS=${EPOCHS:-30}
-TRAIN_LIMIT=${TRAIN_LIMIT:-$([ "${SKIP_BENCH:-0}" = 1 ] && echo 500 || echo 340)}
+TRAIN_LIMIT=${TRAIN_LIMIT:-$([ "${SKIP_BENCH:-0}" = 1 ] && echo 470 || echo 310)}
 WORKERS=${WORKERS:-3}
 BENCH_STEPS=${BENCH_STEPS:-25}
 LIMIT=${MAX_CELLS:+--max-train-cells $MAX_CELLS --max-val-cells $MAX_CELLS}
