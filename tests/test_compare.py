@@ -89,3 +89,10 @@ def test_baseline_is_the_last_row_and_joins_the_roc_overlay(tmp_path, capsys):
 
     assert main([str(run), "--output", str(tmp_path / "out"), "--baseline", str(tmp_path / "none.json")]) == 2
     assert "none.json is missing" in capsys.readouterr().err
+
+
+def test_a_run_with_empty_predictions_is_named(tmp_path, capsys):
+    run = make_run(tmp_path / "m0", "mobilenetv2_100", 0.80, "cv fold 0", [60])
+    (run / "eval_predictions.csv").write_text("path,patient_id,label,prob_all\n")
+    assert main([str(run), "--output", str(tmp_path / "out")]) == 2
+    assert "No predictions in" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from training import atomic
 from training.backbones import BACKBONES, resolve_backbone
+from training.calibrate import read_predictions
 from training.plots import plot_roc
 from training.presets import overrides_of
 
@@ -45,7 +46,7 @@ def read_run(run_dir: Path) -> dict:
     }
     predictions = run_dir / "eval_predictions.csv"
     if predictions.is_file():
-        run["labels"], run["scores"] = read_predictions(predictions)
+        run["labels"], run["scores"] = _curve(predictions)
     with (run_dir / "metrics.csv").open() as handle:
         epochs = list(csv.DictReader(handle))
     run["wall_seconds"] = sum(float(e["epoch_seconds"]) for e in epochs)
@@ -54,11 +55,9 @@ def read_run(run_dir: Path) -> dict:
     return run
 
 
-def read_predictions(path: Path) -> tuple[list[int], list[float]]:
-    """References and ALL scores of an ``eval_predictions.csv``."""
-    with path.open() as handle:
-        rows = list(csv.DictReader(handle))
-    return [int(r["label"]) for r in rows], [float(r["prob_all"]) for r in rows]
+def _curve(predictions: Path) -> tuple[list[int], list[float]]:
+    labels, scores = read_predictions([predictions])
+    return labels.tolist(), scores.tolist()
 
 
 def read_baseline(path: Path) -> tuple[dict, tuple[list[int], list[float]]]:
@@ -82,7 +81,7 @@ def read_baseline(path: Path) -> tuple[dict, tuple[list[int], list[float]]]:
         "thesis_accuracy": None,
         "thesis_f1": None,
     }
-    return row, read_predictions(path.parent / f"{path.stem}_predictions.csv")
+    return row, _curve(path.parent / f"{path.stem}_predictions.csv")
 
 
 def mean_sd(values: list[float]) -> dict:
@@ -176,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runs = [read_run(d) for d in args.runs]
         baseline = read_baseline(args.baseline) if args.baseline else None
-    except (FileNotFoundError, KeyError) as error:
+    except (FileNotFoundError, KeyError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     rows = summarize(runs) + ([baseline[0]] if baseline else [])
