@@ -1,13 +1,15 @@
 """Training images/s per backbone: the real input pipeline against synthetic in-GPU batches (the ceiling).
 
     python -m benchmarks.train_throughput --data-dir PREPARED_OR_RAW [--backbones mobilenetv2 ...] \
-        [--batch-size 128] [--steps 40] [--num-workers 16] [--output benchmarks/results/train_throughput.json]
+        [--batch-size 128] [--steps 40] [--num-workers 16 8] [--output benchmarks/results/train_throughput.json]
 
 The synthetic figure times the model step alone (forward, backward, optimizer; bf16 autocast and
 channels_last on a GPU) on one batch already on the device. The pipeline figure feeds the same step from
 the training DataLoader (datasets decoding on CPU workers, then the best preset's augmentation on the
 device), so it can only be lower. Both are measured in the same run, so their ratio holds whichever card ran
 it. The loader alone and the augmentation alone are timed too, to show which of them costs the difference.
+Each ``--num-workers`` count gets its own row: loader workers on every core can starve the main process that
+launches the GPU's work, so fewer may feed it faster.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def _rate(batches, step, device, warmup: int, steps: int, batch_size: int) -> fl
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def measure(name: str, train_set: datasets.Dataset, args: argparse.Namespace, quiet: bool = False) -> dict:
+def measure(name: str, train_set: datasets.Dataset, args: argparse.Namespace, quiet: bool = False) -> list[dict]:
+    """One row per loader worker count in ``args.num_workers``, each beside the same synthetic ceiling."""
     backbone = resolve_backbone(name)
     accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
     device = accelerator.device
@@ -75,32 +78,32 @@ def measure(name: str, train_set: datasets.Dataset, args: argparse.Namespace, qu
     bs = args.batch_size
     fixed = (torch.randn(bs, 3, size, size, device=device), torch.randint(0, 2, (bs,), device=device))
     synthetic = _rate(itertools.repeat(fixed), step, device, args.warmup, args.steps, bs)
-
-    loader = make_loader(
-        train_set,
-        FixedSizeTensor(train_set[0]["image"].width),
-        bs,
-        shuffle=True,
-        num_workers=args.num_workers,
-    )
-    batches = ((b["pixel_values"], b["labels"]) for b in itertools.cycle(loader))
-    loader_only = _rate(batches, lambda b: None, device, args.warmup, args.steps, bs)
-    # The device-side augmentation alone, on one decoded batch already on the device.
-    decoded = next(batches)[0].to(device)
-    augment_only = _rate(itertools.repeat(decoded), augment, device, args.warmup, args.steps, bs)
-    pipeline = _rate(batches, step, device, args.warmup, args.steps, bs)
-    result = {
-        "backbone": backbone.timm_name,
-        "img_size": size,
-        "synthetic_img_per_s": round(synthetic, 1),
-        "pipeline_img_per_s": round(pipeline, 1),
-        "pipeline_fraction_of_ceiling": round(pipeline / synthetic, 3),
-        "loader_only_img_per_s": round(loader_only, 1),
-        "augment_only_img_per_s": round(augment_only, 1),
-    }
-    if not quiet:
-        print(json.dumps(result))
-    return result
+    rows = []
+    for workers in args.num_workers:
+        loader = make_loader(
+            train_set, FixedSizeTensor(train_set[0]["image"].width), bs, shuffle=True, num_workers=workers
+        )
+        batches = ((b["pixel_values"], b["labels"]) for b in itertools.cycle(loader))
+        loader_only = _rate(batches, lambda b: None, device, args.warmup, args.steps, bs)
+        # The device-side augmentation alone, on one decoded batch already on the device.
+        decoded = next(batches)[0].to(device)
+        augment_only = _rate(itertools.repeat(decoded), augment, device, args.warmup, args.steps, bs)
+        pipeline = _rate(batches, step, device, args.warmup, args.steps, bs)
+        row = {
+            "backbone": backbone.timm_name,
+            "img_size": size,
+            "num_workers": workers,
+            "synthetic_img_per_s": round(synthetic, 1),
+            "pipeline_img_per_s": round(pipeline, 1),
+            "pipeline_fraction_of_ceiling": round(pipeline / synthetic, 3),
+            "loader_only_img_per_s": round(loader_only, 1),
+            "augment_only_img_per_s": round(augment_only, 1),
+        }
+        del batches, loader  # stop this count's workers before the next count's start
+        if not quiet:
+            print(json.dumps(row))
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
@@ -110,21 +113,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--num-workers", type=int, default=16)
+    parser.add_argument("--num-workers", type=int, nargs="+", default=[16, 8])
     parser.add_argument("--output", default="benchmarks/results/train_throughput.json")
     args = parser.parse_args()
     dataset_dict = load_cnmc(args.data_dir, verify=False)
     train_set = datasets.concatenate_datasets([s for n, s in dataset_dict.items() if n.startswith("fold_")])
     # The first measurement of a process reads several times too low on a GPU (one-off start-up costs), so
     # a short untimed pass absorbs them before anything is recorded.
-    measure(args.backbones[0], train_set, argparse.Namespace(**{**vars(args), "warmup": 2, "steps": 5}), quiet=True)
-    results = [measure(name, train_set, args) for name in args.backbones]
+    warm_up = argparse.Namespace(**{**vars(args), "warmup": 2, "steps": 5, "num_workers": args.num_workers[:1]})
+    measure(args.backbones[0], train_set, warm_up, quiet=True)
+    results = [row for name in args.backbones for row in measure(name, train_set, args)]
     output = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
         "torch": torch.__version__,
         "batch_size": args.batch_size,
         "precision": "bf16 autocast, channels_last" if torch.cuda.is_available() else "fp32",
-        "num_workers": args.num_workers,
         "results": results,
     }
     save(output, args.output, show=False)

@@ -9,7 +9,7 @@
 # Needs `prepared/` (python -m training.data prepare --data-dir PATH/C-NMC_Leukemia --output prepared) and,
 # on a machine without them, wheels in .whl/ (datasets, evaluate, timm, dill, multiprocess).
 # IMG_SIZE overrides the backbone's input size (e.g. 128 for a CPU-sized run).
-# EPOCHS, MAX_CELLS, WORKERS and BENCH_STEPS shrink it for a CPU smoke test; SKIP_BENCH=1 skips the
+# EPOCHS, MAX_CELLS, WORKERS, BENCH_STEPS and BENCH_BACKBONES shrink it for a CPU smoke test; SKIP_BENCH=1 skips the
 # benchmark and TRAIN_LIMIT caps each run's seconds (each run keeps its latest finished epoch). The device runs
 # one command for at most 600 s, so the defaults keep the benchmark (at most 200 s), training and the ~40 s of
 # evaluation and packing, plus ~15 s a backbone for the size test, under that; a longer schedule is cut short,
@@ -35,7 +35,7 @@ python3 -c "import torch, timm, datasets, evaluate, accelerate, transformers; pr
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null
 
 [ "${SKIP_BENCH:-0}" = 1 ] || timeout 200 python3 -m benchmarks.train_throughput --data-dir prepared --steps "$BENCH_STEPS" \
-  --output "$OUT/train_throughput.json" 2>&1 | grep -v Warning | tee "$OUT/bench.log"
+  ${BENCH_BACKBONES:+--backbones $BENCH_BACKBONES} --output "$OUT/train_throughput.json" 2>&1 | grep -v Warning | tee "$OUT/bench.log"
 
 BACKBONES=${BACKBONES:-mobilenetv2}
 PRESET=${PRESET:-best}
