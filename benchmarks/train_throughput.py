@@ -83,7 +83,8 @@ def measure(name: str, train_set: datasets.Dataset, args: argparse.Namespace, qu
         loader = make_loader(
             train_set, FixedSizeTensor(train_set[0]["image"].width), bs, shuffle=True, num_workers=workers
         )
-        batches = ((b["pixel_values"], b["labels"]) for b in itertools.cycle(loader))
+        # A new pass over the loader each epoch: itertools.cycle would replay its first epoch from memory.
+        batches = ((b["pixel_values"], b["labels"]) for _ in itertools.count() for b in loader)
         loader_only = _rate(batches, lambda b: None, device, args.warmup, args.steps, bs)
         # The device-side augmentation alone, on one decoded batch already on the device.
         decoded = next(batches)[0].to(device)
