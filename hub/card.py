@@ -264,8 +264,8 @@ def _limitations(run: dict, size: dict | None) -> str:
         )
         items.insert(
             1,
-            f"{verdict} On the {size['cells']:,} evaluated cells its logit correlates "
-            f"r = {size['correlation_logit_log_area']:.2f} with the log of the cell's area; the area alone reaches "
+            f"{verdict} On the {size['cells']:,} evaluated cells the rank correlation of its P(ALL) with the "
+            f"cell's area is {size['rank_correlation_score_area']:.2f} (Spearman); the area alone reaches "
             f"ROC-AUC {size['roc_auc_area_alone']:.3f} (the model {size['roc_auc_model']:.3f}), and among cells of "
             f"about the same size the model's ROC-AUC is {matched:.3f}. Blasts are larger than normal lymphocytes, "
             "so size is a real cue, but an image at another magnification or scale can mislead the model.",

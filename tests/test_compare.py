@@ -40,7 +40,7 @@ def test_folds_pool_into_mean_and_sd(tmp_path):
     assert mobile["wall_seconds"]["mean"] == pytest.approx(90)
     assert (mobile["thesis_accuracy"], mobile["thesis_f1"]) == (82.75, 82.48)
     table = (tmp_path / "out" / "comparison.md").read_text()
-    assert "| MobileNetV2 | best | scratch | 224 | 2 | 0.750 ± 0.071 |" in table
+    assert "| MobileNetV2 | best | scratch | 224 | not recorded | 2 | 0.750 ± 0.071 |" in table
     assert "| 77.40 % | 76.37 % |" in table and "cv fold 0; cv fold 1" in table
     assert (tmp_path / "out" / "roc_overlay.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -59,6 +59,16 @@ def test_runs_that_changed_the_recipe_get_their_own_row(tmp_path):
     assert (
         "| MobileNetV2 | best, epochs 12, zoom_out 0.2 | scratch |" in (tmp_path / "out" / "comparison.md").read_text()
     )
+
+
+def test_one_recipe_on_two_devices_gets_a_row_each(tmp_path):
+    cpu = make_run(tmp_path / "c", "mobilenetv2_100", 0.78, "cv fold 0", [4000], device="cpu")
+    gpu = make_run(tmp_path / "g", "mobilenetv2_100", 0.78, "cv fold 0", [10], device="NVIDIA H100 80GB HBM3")
+    assert main([str(cpu), str(gpu), "--output", str(tmp_path / "out")]) == 0
+    rows = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    devices = sorted((r["device"], r["wall_seconds"]["mean"]) for r in rows)
+    assert devices == [("NVIDIA H100 80GB HBM3", 10), ("cpu", 4000)]
+    assert "| 224 | NVIDIA H100 80GB HBM3 | 1 |" in (tmp_path / "out" / "comparison.md").read_text()
 
 
 def test_unfinished_run_is_named(tmp_path, capsys):
@@ -81,7 +91,7 @@ def test_baseline_is_the_last_row_and_joins_the_roc_overlay(tmp_path, capsys):
     assert main([str(run), "--output", str(tmp_path / "out"), "--baseline", str(baseline)]) == 0
     table = (tmp_path / "out" / "comparison.md").read_text()
     assert table.splitlines()[3] == (
-        "| cell area alone | - | - | - | 3 | 0.700 ± 0.050 | 0.700 ± 0.050 | 0.700 ± 0.050 | 0.800 ± 0.100 "
+        "| cell area alone | - | - | - | - | 3 | 0.700 ± 0.050 | 0.700 ± 0.050 | 0.700 ± 0.050 | 0.800 ± 0.100 "
         "| n/a | n/a | - | - |"
     )
     rows = json.loads((tmp_path / "out" / "comparison.json").read_text())

@@ -66,7 +66,7 @@ def test_pooled_out_of_fold_evaluation_becomes_the_final_models(runs, cnmc):
     )
     size = json.loads((final / "size_dependence.json").read_text())
     card = str(model_card(final / "model", repo_id="cnmc-test/final"))
-    assert f"correlates r = {size['correlation_logit_log_area']:.2f} with the log of the cell's area" in card
+    assert f"P(ALL) with the cell's area is {size['rank_correlation_score_area']:.2f} (Spearman)" in card
     assert "(patients_by_size.png)" in card
     assert f"T = {fit['temperature']:.2f}" in card and f"from {fit['ece_before']:.3f} to {fit['ece_after']:.3f}" in card
     assert "out of fold over the 3 folds" in card and "Each fold's model on its own validation patients" in card

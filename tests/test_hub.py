@@ -296,7 +296,7 @@ def test_card_states_what_the_size_test_found(run, tmp_path, matched, verdict):
     for name in ("model", "run_config.json", "eval.json"):
         copy = shutil.copytree if (run / name).is_dir() else shutil.copy
         copy(run / name, tmp_path / name)
-    size = {"cells": 7108, "correlation_logit_log_area": 0.79, "roc_auc_model": 0.852, "roc_auc_area_alone": 0.853}
+    size = {"cells": 7108, "rank_correlation_score_area": 0.79, "roc_auc_model": 0.852, "roc_auc_area_alone": 0.853}
     (tmp_path / "size_dependence.json").write_text(json.dumps({**size, "roc_auc_model_at_matched_size": matched}))
     text = model_card(tmp_path / "model", repo_id=REPO_ID).text
     assert verdict in text and f"about the same size the model's ROC-AUC is {matched:.3f}" in text

@@ -72,6 +72,7 @@ def read_baseline(path: Path) -> tuple[dict, tuple[list[int], list[float]]]:
         "recipe": None,
         "pretrained": None,
         "img_size": None,
+        "device": None,
         "runs": [f["split"] for f in result["folds"]],
         "evaluated_on": [result["split"]],
         "epochs": [],
@@ -104,12 +105,19 @@ def summarize(runs: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
         config = run["config"]
-        key = (config["backbone"], recipe_label(config), config["pretrained"], config.get("img_size"))
+        # The device is part of the row: wall time and images/s mean nothing without it.
+        key = (
+            config["backbone"],
+            recipe_label(config),
+            config["pretrained"],
+            config.get("img_size"),
+            config.get("device", "not recorded"),
+        )
         groups.setdefault(key, []).append(run)
     order = [b.timm_name for b in BACKBONES]
     rows = []
     for key, members in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
-        backbone, recipe, pretrained, img_size = key
+        backbone, recipe, pretrained, img_size, device = key
         rows.append(
             {
                 "backbone": backbone,
@@ -118,6 +126,7 @@ def summarize(runs: list[dict]) -> list[dict]:
                 "recipe": recipe,
                 "pretrained": pretrained,
                 "img_size": img_size,
+                "device": device,
                 "runs": [m["dir"] for m in members],
                 "evaluated_on": sorted({m["eval"]["split"] for m in members}),
                 "epochs": [m["epochs"] for m in members],
@@ -140,16 +149,17 @@ def _fmt(stat: dict, scale: float = 1.0, digits: int = 3) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| Backbone | Recipe | Start | Input px | Runs | Weighted F1 | Accuracy | ROC-AUC | Patient accuracy "
+        "| Backbone | Recipe | Start | Input px | Device | Runs | Weighted F1 | Accuracy | ROC-AUC | Patient accuracy "
         "| Wall time (min) | Train img/s | Thesis accuracy | Thesis F1 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         start = "-" if r["pretrained"] is None else "ImageNet" if r["pretrained"] else "scratch"
         size = "-" if r["backbone"] is None else r["img_size"] or "?"
+        device = r["device"] or "-"
         thesis = "- | -" if r["thesis_f1"] is None else f"{r['thesis_accuracy']:.2f} % | {r['thesis_f1']:.2f} %"
         lines.append(
-            f"| {r['display_name']} | {r['recipe'] or '-'} | {start} | {size} | {len(r['runs'])} | "
+            f"| {r['display_name']} | {r['recipe'] or '-'} | {start} | {size} | {device} | {len(r['runs'])} | "
             f"{_fmt(r['f1_weighted'])} | {_fmt(r['accuracy'])} | {_fmt(r['roc_auc'])} | "
             f"{_fmt(r['patient_accuracy'])} | {_fmt(r['wall_seconds'], 1 / 60, 1)} | "
             f"{_fmt(r['train_img_per_s'], 1, 0)} | {thesis} |"
