@@ -8,8 +8,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scripts.experiments.size_balanced import balanced_rows
 from tests.conftest import FIXTURES
-from training.size_baseline import add_cell_area, cell_area, cross_validate, main, matched_size_auc, size_dependence
+from training.size_baseline import (
+    add_cell_area,
+    cell_area,
+    cross_validate,
+    main,
+    matched_size_auc,
+    size_bins,
+    size_dependence,
+)
 
 SPLIT = Path(__file__).resolve().parents[1] / "splits" / "cnmc_cv3_seed0.json"
 
@@ -90,3 +99,16 @@ def test_a_cell_less_image_is_named_not_fitted(cnmc_copy, tmp_path, capsys):
     assert main(args) == 2
     error = capsys.readouterr().err
     assert "1 image(s) are entirely black" in error and "UID_H6_10_2_hem.webp" in error
+
+
+def test_size_balanced_copy_leaves_size_no_label_to_tell():
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1], [300, 700])
+    areas = rng.normal(0.13 + 0.04 * labels, 0.02).clip(0.05, 0.4)
+    keep = balanced_rows(labels, areas)
+    assert len(set(keep)) == len(keep) and (np.diff(keep) > 0).all()
+    for b in range(20):
+        kept = labels[keep][size_bins(areas)[keep] == b]
+        assert (kept == 0).sum() == (kept == 1).sum()
+    assert 100 < len(keep) < 600  # the classes overlap in size only in part
+    assert abs(size_dependence(areas[keep], labels[keep], areas[keep])["roc_auc_model"] - 0.5) < 0.1

@@ -117,10 +117,14 @@ def read_predictions(path: str | Path, areas: dict[str, float]) -> tuple[np.ndar
     return probs, labels, np.array([areas[_cell_key(r["path"])] for r in rows]), [r["patient_id"] for r in rows]
 
 
+def size_bins(areas: np.ndarray, bins: int = SIZE_BINS) -> np.ndarray:
+    """Each cell's bin among ``bins`` equal-count bins of cell area (0 = smallest)."""
+    return np.searchsorted(np.quantile(areas, np.linspace(0, 1, bins + 1)[1:-1]), areas)
+
+
 def matched_size_auc(labels: np.ndarray, scores: np.ndarray, areas: np.ndarray, bins: int = SIZE_BINS) -> float:
     """ROC-AUC among cells of about the same size: within equal-count bins of cell area, weighted by cells."""
-    edges = np.quantile(areas, np.linspace(0, 1, bins + 1)[1:-1])
-    which = np.searchsorted(edges, areas)
+    which = size_bins(areas, bins)
     aucs, weights = [], []
     for b in range(bins):
         inside = which == b
