@@ -120,7 +120,8 @@ def main() -> None:
     dataset_dict = load_cnmc(args.data_dir, verify=False)
     train_set = datasets.concatenate_datasets([s for n, s in dataset_dict.items() if n.startswith("fold_")])
     # The first measurement of a process reads several times too low on a GPU (one-off start-up costs), so
-    # a short untimed pass absorbs them before anything is recorded.
+    # a short untimed pass goes first. It did not always suffice on an H100: naming the first backbone again
+    # at the end of --backbones shows whether its first row can be trusted.
     warm_up = argparse.Namespace(**{**vars(args), "warmup": 2, "steps": 5, "num_workers": args.num_workers[:1]})
     measure(args.backbones[0], train_set, warm_up, quiet=True)
     results = [row for name in args.backbones for row in measure(name, train_set, args)]

@@ -3,8 +3,8 @@
     python -m training.compare runs/mobilenetv2-cv0 runs/mobilenetv2-cv1 ... --output results/ \
         [--baseline results/size-baseline/eval.json]
 
-Runs of the same backbone and recipe (e.g. the folds of a cross-validation) are pooled: the table gives
-the mean and standard deviation over them, and the ROC overlay pools their out-of-fold predictions.
+Runs of the same backbone and recipe on the same device (e.g. the folds of a cross-validation) are pooled: the
+table gives the mean and standard deviation over them, and the ROC overlay pools their out-of-fold predictions.
 --baseline adds a cross-validated reference that is no CNN (``training.size_baseline``) as the last row.
 """
 
