@@ -1,6 +1,7 @@
 """The comparison: runs of one backbone and preset pool into mean ± sd beside the thesis's numbers."""
 
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -96,6 +97,13 @@ def test_baseline_is_the_last_row_and_joins_the_roc_overlay(tmp_path, capsys):
     )
     rows = json.loads((tmp_path / "out" / "comparison.json").read_text())
     assert rows[-1]["display_name"] == "cell area alone" and "labels" not in rows[-1]
+
+    second = tmp_path / "trees" / "eval.json"
+    shutil.copytree(baseline.parent, second.parent)
+    second.write_text(json.dumps({**json.loads(baseline.read_text()), "model": "statistics (trees)"}))
+    assert main([str(run), "--output", str(tmp_path / "out"), "--baseline", str(baseline), str(second)]) == 0
+    rows = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert [r["display_name"] for r in rows] == ["MobileNetV2", "cell area alone", "statistics (trees)"]
 
     assert main([str(run), "--output", str(tmp_path / "out"), "--baseline", str(tmp_path / "none.json")]) == 2
     assert "none.json is missing" in capsys.readouterr().err

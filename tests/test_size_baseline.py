@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scripts.experiments.handcrafted import STATISTICS, statistics
 from scripts.experiments.size_balanced import balanced_rows
 from tests.conftest import FIXTURES
+from training.data import CNMCDataError
 from training.size_baseline import (
     add_cell_area,
     cell_area,
@@ -112,3 +114,14 @@ def test_size_balanced_copy_leaves_size_no_label_to_tell():
         assert (kept == 0).sum() == (kept == 1).sum()
     assert 100 < len(keep) < 600  # the classes overlap in size only in part
     assert abs(size_dependence(areas[keep], labels[keep], areas[keep])["roc_auc_model"] - 0.5) < 0.1
+
+
+def test_handcrafted_statistics_of_a_drawn_cell():
+    yy, xx = np.mgrid[:100, :100]
+    disc = ((yy - 50) ** 2 + ((xx - 50) / 2) ** 2 < 20**2)[..., None] * np.array([200, 100, 150], dtype=np.uint8)
+    stats = dict(zip(STATISTICS, statistics(Image.fromarray(disc), "drawn.png"), strict=True))
+    assert stats["log_area"] == pytest.approx(np.log(np.pi * 20 * 40 / 100**2), abs=0.02)
+    assert (stats["mean_r"], stats["mean_g"], stats["std_b"]) == pytest.approx((200 / 255, 100 / 255, 0), abs=1e-4)
+    assert stats["elongation"] == pytest.approx(2.0, abs=0.05)  # an ellipse twice as wide as tall
+    with pytest.raises(CNMCDataError, match="black.png is .* entirely black"):
+        statistics(Image.new("RGB", (100, 100)), "black.png")

@@ -1,11 +1,12 @@
 """Compare training runs: a markdown table beside the thesis's published numbers, a JSON file and a ROC overlay.
 
     python -m training.compare runs/mobilenetv2-cv0 runs/mobilenetv2-cv1 ... --output results/ \
-        [--baseline results/size-baseline/eval.json]
+        [--baseline results/size-baseline/eval.json results/handcrafted-baseline/eval.json]
 
 Runs of the same backbone and recipe on the same device (e.g. the folds of a cross-validation) are pooled: the
 table gives the mean and standard deviation over them, and the ROC overlay pools their out-of-fold predictions.
---baseline adds a cross-validated reference that is no CNN (``training.size_baseline``) as the last row.
+--baseline adds cross-validated references that are no CNN (``training.size_baseline``,
+``scripts.experiments.handcrafted``) as the last rows.
 """
 
 from __future__ import annotations
@@ -180,27 +181,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.compare", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="training run folders")
     parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--baseline", type=Path, help="eval.json of a reference that is no CNN, as the last row")
+    parser.add_argument(
+        "--baseline", type=Path, nargs="+", default=[], help="eval.json of references that are no CNN, as last rows"
+    )
     args = parser.parse_args(argv)
     try:
         runs = [read_run(d) for d in args.runs]
-        baseline = read_baseline(args.baseline) if args.baseline else None
+        baselines = [read_baseline(path) for path in args.baseline]
     except (FileNotFoundError, KeyError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    rows = summarize(runs) + ([baseline[0]] if baseline else [])
+    rows = summarize(runs) + [row for row, _ in baselines]
     atomic.write_text(args.output / "comparison.md", markdown(rows))
     atomic.write_text(args.output / "comparison.json", json.dumps(rows, indent=2) + "\n")
     curves = {}
     for row in rows:
         members = [r for r in runs if r["dir"] in row["runs"] and r["labels"]]
         if members:
-            curves[f"{row['display_name']} ({row['recipe']})"] = (
+            curves[f"{row['display_name']} ({row['recipe']}, {row['device']})"] = (
                 [y for m in members for y in m["labels"]],
                 [s for m in members for s in m["scores"]],
             )
-    if baseline:
-        curves[baseline[0]["display_name"]] = baseline[1]
+    for row, curve in baselines:
+        curves[row["display_name"]] = curve
     plot_roc(curves, args.output / "roc_overlay.png", title="Out-of-fold ROC, patients unseen in training")
     print(markdown(rows))
     return 0

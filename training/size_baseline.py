@@ -22,12 +22,14 @@ import argparse
 import csv
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
 import numpy as np
 import torch
 from scipy.stats import spearmanr
+from sklearn.base import ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
@@ -60,7 +62,8 @@ def add_cell_area(dataset_dict: datasets.DatasetDict, num_proc: int | None = Non
     return dataset_dict.map(measure, batched=True, batch_size=64, num_proc=num_proc, desc="Measuring cell areas")
 
 
-def _features(dataset: datasets.Dataset) -> np.ndarray:
+def log_area(dataset: datasets.Dataset) -> np.ndarray:
+    """The area baseline's one feature: the log of each cell's area, as an (n, 1) array."""
     area = np.asarray(dataset["cell_area"])
     empty = [p for p, a in zip(dataset["path"], area, strict=True) if a == 0]
     if empty:
@@ -68,13 +71,24 @@ def _features(dataset: datasets.Dataset) -> np.ndarray:
     return np.log(area).reshape(-1, 1)
 
 
-def cross_validate(dataset_dict: datasets.DatasetDict, cv_split: str | Path) -> tuple[dict, list[dict]]:
-    """The pooled out-of-fold evaluation of the area baseline, and its per-cell rows."""
+def area_classifier() -> LogisticRegression:
+    return LogisticRegression(class_weight="balanced")
+
+
+def cross_validate(
+    dataset_dict: datasets.DatasetDict,
+    cv_split: str | Path,
+    *,
+    features: Callable[[datasets.Dataset], np.ndarray] = log_area,
+    classifier: Callable[[], ClassifierMixin] = area_classifier,
+    name: str = MODEL_NAME,
+) -> tuple[dict, list[dict]]:
+    """The pooled out-of-fold evaluation of a per-cell-feature classifier (by default the area baseline), fitted
+    afresh on each fold's training patients, and its per-cell rows. The splits need a ``cell_area`` column."""
     rows, folds = [], []
     for fold in sorted(set(load_assignment(cv_split).values())):
         train, val, where = split_cv_fold(dataset_dict, cv_split, fold)
-        classifier = LogisticRegression(class_weight="balanced").fit(_features(train), train["label"])
-        scores = classifier.predict_proba(_features(val))[:, 1]
+        scores = classifier().fit(features(train), train["label"]).predict_proba(features(val))[:, 1]
         labels = torch.tensor(val["label"])
         probs = torch.tensor(np.stack([1 - scores, scores], 1))
         folds.append(
@@ -91,7 +105,7 @@ def cross_validate(dataset_dict: datasets.DatasetDict, cv_split: str | Path) -> 
         torch.stack([1 - scores, scores], 1),
         torch.tensor([r["label"] for r in rows]),
         [r["patient_id"] for r in rows],
-        model=MODEL_NAME,
+        model=name,
         split=f"{folds[0]['split'].split(', cv fold')[0]}, out of fold over the {len(folds)} folds of "
         f"{Path(cv_split).name} (each patient scored by a fit that never saw it)",
     )
@@ -150,6 +164,22 @@ def size_dependence(probs: np.ndarray, labels: np.ndarray, areas: np.ndarray) ->
     }
 
 
+def write_baseline(result: dict, rows: list[dict], output: Path) -> None:
+    """OUTPUT/eval.json with its plots and predictions, which ``training.compare --baseline`` reads."""
+    write_report(
+        result,
+        output / "eval.json",
+        paths=[r["path"] for r in rows],
+        patient_ids=[r["patient_id"] for r in rows],
+        labels=[r["label"] for r in rows],
+        scores=[r["prob_all"] for r in rows],
+    )
+    print(
+        f"{result['model']}, {result['split']}: weighted F1 {result['f1_weighted']:.4f}, accuracy "
+        f"{result['accuracy']:.4f}, ROC-AUC {result['roc_auc']:.4f}, patient accuracy {result['patient_accuracy']:.3f}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.size_baseline", description=__doc__.split("\n")[0])
     add_data_arguments(parser)
@@ -174,18 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CNMCDataError, OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    write_report(
-        result,
-        args.output / "eval.json",
-        paths=[r["path"] for r in rows],
-        patient_ids=[r["patient_id"] for r in rows],
-        labels=[r["label"] for r in rows],
-        scores=[r["prob_all"] for r in rows],
-    )
-    print(
-        f"Cell area alone, {result['split']}: weighted F1 {result['f1_weighted']:.4f}, accuracy "
-        f"{result['accuracy']:.4f}, ROC-AUC {result['roc_auc']:.4f}, patient accuracy {result['patient_accuracy']:.3f}"
-    )
+    write_baseline(result, rows, args.output)
     if args.predictions:
         atomic.write_text(args.predictions.parent / DEPENDENCE_NAME, json.dumps(dependence, indent=2) + "\n")
         plot_patients_by_size(
