@@ -40,7 +40,7 @@ def plot_confusion_matrix(confusion_matrix: list[list[int]], path: str | Path, t
 
 def plot_roc(curves: dict[str, tuple[list[int], list[float]]], path: str | Path, title: str = "") -> Path:
     """One ROC curve per name from (references, ALL scores), AUC in the legend; one name or an overlay of models."""
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = plt.subplots(figsize=(5.5, 5.5 + 0.2 * len(curves)), layout="constrained")
     try:
         for name, (references, scores) in curves.items():
             if len(set(references)) < 2:
@@ -58,7 +58,7 @@ def plot_roc(curves: dict[str, tuple[list[int], list[float]]], path: str | Path,
             title=title,
         )
         ax.set_aspect("equal")
-        ax.legend(loc="lower right", fontsize="small")
+        fig.legend(loc="outside lower center", fontsize="small")  # below the axes: long names hide no curve
         return _save(fig, path)
     finally:
         plt.close(fig)

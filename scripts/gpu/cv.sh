@@ -4,7 +4,8 @@
 # four runs a backbone, all runs of all the backbones side by side on one GPU. Every run keeps its latest epoch
 # (KEEP_EPOCH), as the final model must, so the folds' pooled out-of-fold predictions (training.crossval) are an
 # honest evaluation of it; the final model is then calibrated on them and tested for how far it follows cell size
-# (training.size_baseline), and training.compare tabulates the folds beside the cell-area baseline.
+# (training.size_baseline), and training.compare tabulates the folds beside the cell-area baseline and the
+# hand-made-statistics one (results/handcrafted-baseline/).
 #
 # Needs `prepared/` (python -m training.data prepare --data-dir PATH/C-NMC_Leukemia --output prepared) and,
 # on a machine without them, wheels in .whl/ (datasets, evaluate, timm, dill, multiprocess).
@@ -62,8 +63,8 @@ for backbone in $BACKBONES; do
     && python3 -m training.size_baseline --data-dir prepared --cv-split splits/cnmc_cv3_seed0.json --num-proc 4 \
       --output "$OUT/runs/size-baseline" --predictions "$runs-all/eval_predictions.csv" 2>&1 | grep -v "Warning\|Measuring"
 done
-python3 -m training.compare "$OUT"/runs/*-cv[012] --output "$OUT/runs/compare" --baseline "$OUT/runs/size-baseline/eval.json" \
-  2>&1 | grep -v Warning
+python3 -m training.compare "$OUT"/runs/*-cv[012] --output "$OUT/runs/compare" \
+  --baseline "$OUT/runs/size-baseline/eval.json" results/handcrafted-baseline/eval.json 2>&1 | grep -v Warning
 # Keep results and the shipped weights (SHIP, default mobilenetv2), packed in one archive (the device returns
 # few files, shallow); drop checkpoints, the cross-validation weights and the other final models' weights, which
 # are too large to bring back or commit.
