@@ -1,5 +1,6 @@
 """Training and evaluation end to end on real fixture cells, on the CPU, at a small image size."""
 
+import csv
 import json
 import os
 import subprocess
@@ -188,3 +189,12 @@ def test_two_processes_give_the_same_metrics_as_one(trained, tmp_path):
         assert results[0][key] == pytest.approx(results[1][key]), key
     for patient, one in results[0]["per_patient"].items():
         assert one == pytest.approx(results[1]["per_patient"][patient]), patient
+
+
+def test_zero_head_starts_training_at_chance_loss(tmp_path, trained):
+    out = tmp_path / "zero"
+    assert train.main([*TINY, "--output-dir", str(out), "--epochs", "1", "--zero-head"]) == 0
+    assert json.loads((out / "run_config.json").read_text())["zero_head"] is True
+    loss = {run: float(next(csv.DictReader((run / "metrics.csv").open()))["train_loss"]) for run in (out, trained)}
+    # Zero logits give cross-entropy ln 2 whatever the labels; timm's own head init starts far above it.
+    assert loss[out] < 0.8 < loss[trained]

@@ -22,6 +22,9 @@ class Recipe:
     ema_decay: float  # 0 turns the weight EMA off; the EMA weights are evaluated and saved when on
     crop_pct: float  # fraction of the 450 px field kept by the centre crop, saved with the model
     augmentation: Augmentation = field(default_factory=Augmentation)
+    # Start the classifier head at zero: timm sizes its random init by the 2 outputs, so a from-scratch model
+    # starts with logits of magnitude ~5 and spends its first epochs shrinking them.
+    zero_head: bool = False
 
 
 PRESETS: dict[str, Recipe] = {

@@ -212,6 +212,10 @@ def train(args: argparse.Namespace) -> Path:
         img_size=args.img_size,
         crop_pct=recipe.crop_pct,
     )
+    if recipe.zero_head:
+        head = model.get_classifier()
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
     if accelerator.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     augment = BatchAugment(model, recipe.augmentation).to(accelerator.device)
