@@ -14,7 +14,10 @@ from training.presets import PRESETS
 def make_run(folder: Path, backbone: str, f1: float, split: str, seconds: list[float], **recipe) -> Path:
     folder.mkdir(parents=True)
     (folder / "run_config.json").write_text(
-        json.dumps({"backbone": backbone, "preset": "best", "pretrained": False, "img_size": 224, **recipe})
+        json.dumps(
+            {**asdict(PRESETS["best"]), "backbone": backbone, "preset": "best", "pretrained": False, "img_size": 224}
+            | recipe
+        )
     )
     metrics = {"f1_weighted": f1, "accuracy": f1 + 0.01, "roc_auc": 0.9, "patient_accuracy": 1.0}
     (folder / "eval.json").write_text(json.dumps({"split": split, **metrics}))
@@ -60,6 +63,18 @@ def test_runs_that_changed_the_recipe_get_their_own_row(tmp_path):
     assert (
         "| MobileNetV2 | best, epochs 12, zoom_out 0.2 | scratch |" in (tmp_path / "out" / "comparison.md").read_text()
     )
+
+
+def test_a_run_older_than_a_recipe_field_is_labelled_by_how_it_trained(tmp_path):
+    """Runs written before ``zero_head`` existed kept timm's head init, though the best preset now zeroes it."""
+    current = make_run(tmp_path / "new", "mobilenetv2_100", 0.80, "cv fold 0", [60])
+    older = make_run(tmp_path / "old", "mobilenetv2_100", 0.78, "cv fold 0", [60])
+    config = json.loads((older / "run_config.json").read_text())
+    del config["zero_head"]
+    (older / "run_config.json").write_text(json.dumps(config))
+    assert main([str(current), str(older), "--output", str(tmp_path / "out")]) == 0
+    rows = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert sorted(r["recipe"] for r in rows) == ["best", "best, zero_head False"]
 
 
 def test_one_recipe_on_two_devices_gets_a_row_each(tmp_path):

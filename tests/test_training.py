@@ -191,10 +191,12 @@ def test_two_processes_give_the_same_metrics_as_one(trained, tmp_path):
         assert one == pytest.approx(results[1]["per_patient"][patient]), patient
 
 
-def test_zero_head_starts_training_at_chance_loss(tmp_path, trained):
-    out = tmp_path / "zero"
-    assert train.main([*TINY, "--output-dir", str(out), "--epochs", "1", "--zero-head"]) == 0
-    assert json.loads((out / "run_config.json").read_text())["zero_head"] is True
-    loss = {run: float(next(csv.DictReader((run / "metrics.csv").open()))["train_loss"]) for run in (out, trained)}
+def test_best_preset_starts_training_at_chance_loss(tmp_path, trained):
+    """The best preset starts the head at zero; --no-zero-head keeps timm's own head init."""
+    out = tmp_path / "timm-head"
+    assert train.main([*TINY, "--output-dir", str(out), "--epochs", "1", "--no-zero-head"]) == 0
+    zero_head = {run: json.loads((run / "run_config.json").read_text())["zero_head"] for run in (trained, out)}
+    assert zero_head == {trained: True, out: False}
+    loss = {run: float(next(csv.DictReader((run / "metrics.csv").open()))["train_loss"]) for run in (trained, out)}
     # Zero logits give cross-entropy ln 2 whatever the labels; timm's own head init starts far above it.
-    assert loss[out] < 0.8 < loss[trained]
+    assert loss[trained] < 0.8 < loss[out]
