@@ -9,7 +9,8 @@
 #
 # Needs `prepared/` (python -m training.data prepare --data-dir PATH/C-NMC_Leukemia --output prepared) and,
 # on a machine without them, wheels in .whl/ (datasets, evaluate, timm, dill, multiprocess).
-# IMG_SIZE overrides the backbone's input size (e.g. 128 for a CPU-sized run).
+# IMG_SIZE overrides the backbone's input size (e.g. 128 for a CPU-sized run); TRAIN_ARGS adds training.train flags
+# to every run (e.g. "--color-jitter 0.4 --hue 0.05", or "--no-zero-head" to repeat the runs before session 6).
 # EPOCHS, MAX_CELLS, WORKERS, BENCH_STEPS and BENCH_BACKBONES shrink it for a CPU smoke test; SKIP_BENCH=1 skips the
 # benchmark and TRAIN_LIMIT caps each run's seconds (each run keeps its latest finished epoch). The device runs
 # one command for at most 600 s, so the defaults keep the benchmark (at most 200 s), training and the ~40 s of
@@ -43,7 +44,7 @@ PRESET=${PRESET:-best}
 start=$(date +%s)
 for backbone in $BACKBONES; do
   common=(--backbone "$backbone" --data-dir prepared --no-pretrained --preset "$PRESET" --epochs "$EPOCHS"
-          --num-workers "$WORKERS" --mixed-precision bf16 --no-verify --keep-epoch "${KEEP_EPOCH:-latest}" $LIMIT $SIZE)
+          --num-workers "$WORKERS" --mixed-precision bf16 --no-verify --keep-epoch "${KEEP_EPOCH:-latest}" $LIMIT $SIZE ${TRAIN_ARGS:-})
   for k in 0 1 2; do
     timeout "$TRAIN_LIMIT" python3 -m training.train "${common[@]}" --cv-split splits/cnmc_cv3_seed0.json \
       --cv-fold $k --output-dir "$OUT/runs/$backbone-$PRESET-cv$k" > "$OUT/$backbone-cv$k.log" 2>&1 &
