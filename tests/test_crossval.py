@@ -37,6 +37,13 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+def _copy_run(run: Path, to: Path, **config_changes) -> Path:
+    shutil.copytree(run, to)
+    config = json.loads((to / "run_config.json").read_text()) | config_changes
+    (to / "run_config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
+    return to
+
+
 def test_pooled_out_of_fold_evaluation_becomes_the_final_models(runs, cnmc):
     folds, final = runs
     assert not (final / "eval.json").exists()  # trained on everything: nothing of its own to validate on
@@ -77,20 +84,23 @@ def test_refuses_a_patient_scored_twice_or_mixed_recipes(runs, tmp_path, capsys)
     folds, final = runs
     assert crossval.main([str(folds[0]), str(folds[0]), "--output", str(tmp_path / "x.json")]) == 2
     assert "validated in both" in capsys.readouterr().err
-    other = tmp_path / "other"
-    shutil.copytree(final, other)
-    config = json.loads((other / "run_config.json").read_text())
-    (other / "run_config.json").write_text(json.dumps(config | {"lr": 0.5}))
+    other = _copy_run(final, tmp_path / "other", lr=0.5)
     assert crossval.main([*map(str, folds), "--model-dir", str(other / "model")]) == 2
     assert "recipes differ in lr" in capsys.readouterr().err
 
 
+def test_a_run_older_than_a_recipe_field_pools_with_runs_that_set_its_default(runs, tmp_path, capsys):
+    folds, final = runs
+    head_off = [_copy_run(f, tmp_path / f.name, zero_head=False) for f in folds]
+    predated = _copy_run(final, tmp_path / "all", zero_head=None)  # written before the field existed
+    assert crossval.main([*map(str, head_off), "--model-dir", str(predated / "model")]) == 0
+    assert crossval.main([*map(str, folds), "--model-dir", str(predated / "model")]) == 2
+    assert "recipes differ in zero_head" in capsys.readouterr().err
+
+
 def test_says_when_folds_kept_their_best_epoch(runs, tmp_path):
     folds, _ = runs
-    best = tmp_path / "cv0"
-    shutil.copytree(folds[0], best)
-    config = json.loads((best / "run_config.json").read_text())
-    (best / "run_config.json").write_text(json.dumps(config | {"keep_epoch": "best"}))
+    best = _copy_run(folds[0], tmp_path / "cv0", keep_epoch="best")
     assert crossval.main([str(best), *map(str, folds[1:]), "--output", str(tmp_path / "cv.json")]) == 0
     result = json.loads((tmp_path / "cv.json").read_text())
     assert result["epoch_selection"] == "best, latest" and "flatters" in result["note"]

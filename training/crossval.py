@@ -26,6 +26,7 @@ import torch
 
 from training.compare import METRICS, mean_sd
 from training.evaluate import report, write_report
+from training.presets import as_ran
 
 # run_config.json keys that describe the data, split or machine rather than the recipe.
 _NOT_RECIPE = {
@@ -65,13 +66,13 @@ def read_fold(run_dir: Path) -> dict:
 
 
 def recipe(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in _NOT_RECIPE}
+    return {k: v for k, v in as_ran(config).items() if k not in _NOT_RECIPE}
 
 
 def _check(folds: list[dict], final_config: dict | None) -> None:
     reference = recipe(folds[0]["config"])
-    for other in [*(f["config"] for f in folds[1:]), *([final_config] if final_config else [])]:
-        differing = sorted(k for k in reference.keys() | recipe(other).keys() if reference.get(k) != other.get(k))
+    for other in [recipe(f["config"]) for f in folds[1:]] + ([recipe(final_config)] if final_config else []):
+        differing = sorted(k for k in reference.keys() | other.keys() if reference.get(k) != other.get(k))
         if differing:
             raise ValueError(f"The runs' recipes differ in {', '.join(differing)}: pool runs of one recipe only.")
     seen: dict[str, Path] = {}

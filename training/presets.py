@@ -82,14 +82,19 @@ def build_recipe(preset: str, overrides: dict) -> Recipe:
     return replace(base, augmentation=replace(base.augmentation, **aug_changes), **recipe_changes)
 
 
-def overrides_of(run_config: dict) -> dict:
-    """The recipe fields of a run's ``run_config.json`` that differ from its preset, e.g. ``{"epochs": 12}``.
+def as_ran(run_config: dict) -> dict:
+    """A run's ``run_config.json`` with every recipe field it predates filled in as the run trained with it.
 
-    A field a run predates (its file was written before the field existed) counts as the field's default, which
-    is how such runs trained: a run without ``zero_head`` kept timm's head init, whatever its preset says now.
+    A file written before a field existed trained with the field's default, whatever its preset says now: a run
+    without ``zero_head`` kept timm's head init.
     """
-    preset = asdict(PRESETS[run_config["preset"]])
-    ran = {k: run_config.get(k, _PREDATED.get(k, preset[k])) for k in RECIPE_FIELDS}
-    changed = {k: v for k, v in ran.items() if v != preset[k]}
-    augmentation = run_config.get("augmentation", {})
+    return {k: v for k, v in _PREDATED.items() if k not in run_config} | run_config
+
+
+def overrides_of(run_config: dict) -> dict:
+    """The recipe fields of a run's ``run_config.json`` that differ from its preset, e.g. ``{"epochs": 12}``."""
+    ran = as_ran(run_config)
+    preset = asdict(PRESETS[ran["preset"]])
+    changed = {k: ran[k] for k in RECIPE_FIELDS if ran.get(k, preset[k]) != preset[k]}
+    augmentation = ran.get("augmentation", {})
     return changed | {k: v for k, v in augmentation.items() if v != preset["augmentation"].get(k)}
