@@ -46,9 +46,9 @@ CONCURRENCY_LIMIT = 1
 MAX_QUEUE = 64
 NO_MODEL = "No model is available: see the model status at the top of the page."
 FLIPS_INFO = (
-    "Cells have no orientation, so a mirrored cell should get the same answer; single views of an earlier recipe "
-    "changed about 7 % of verdicts under a flip. Averaging removes that and adds a little accuracy, at about three "
-    "times the compute (applies to every tab)."
+    "Cells have no orientation, so a mirrored cell should get the same answer; single views of our from-scratch "
+    "recipes changed about 7 % of verdicts under a flip. Averaging removes that and adds a little accuracy, at about "
+    "three times the compute (applies to every tab)."
 )
 
 
