@@ -200,3 +200,10 @@ def test_best_preset_starts_training_at_chance_loss(tmp_path, trained):
     loss = {run: float(next(csv.DictReader((run / "metrics.csv").open()))["train_loss"]) for run in (trained, out)}
     # Zero logits give cross-entropy ln 2 whatever the labels; timm's own head init starts far above it.
     assert loss[trained] < 0.8 < loss[out]
+
+
+def test_mixup_trains_on_blended_targets(tmp_path):
+    out = tmp_path / "mixup"
+    assert train.main([*TINY, "--output-dir", str(out), "--epochs", "1", "--mixup", "0.4"]) == 0
+    assert json.loads((out / "run_config.json").read_text())["mixup"] == 0.4
+    assert (out / "model" / "model.safetensors").exists()

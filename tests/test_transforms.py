@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from training.backbones import create_model, resolve_backbone
-from training.transforms import Augmentation, BatchAugment, FixedSizeTensor, data_config, eval_transform, pixel_batch
+from training.transforms import (
+    Augmentation,
+    BatchAugment,
+    FixedSizeTensor,
+    data_config,
+    eval_transform,
+    mix_batch,
+    pixel_batch,
+)
 
 
 def test_eval_transform_follows_the_model_config(cnmc):
@@ -81,6 +89,21 @@ def test_hue_shift_changes_colour_but_keeps_luminance(cnmc):
     assert unclipped.float().mean() > 0.1  # the cell; the black background sits at 0
     assert torch.allclose(luminance(rgb(shifted))[unclipped], luminance(rgb(plain))[unclipped], atol=1e-4)
     assert (rgb(shifted) - rgb(plain)).abs().amax(1)[unclipped].mean() > 0.02
+
+
+def test_mixup_blends_images_and_targets_by_the_same_weight(cnmc):
+    """Odd batches too: an epoch's last batch can be odd, and its middle cell then mixes with itself."""
+    x = torch.stack([FixedSizeTensor(64)(i) for i in cnmc["fold_0"][:5]["image"]]).float()
+    labels = torch.tensor([1, 0, 1, 1, 0])  # the first and last cells (mirrors) differ, so lam shows in the target
+    torch.manual_seed(0)
+    mixed, target = mix_batch(x, labels, alpha=0.4, num_classes=2)
+    assert mixed.shape == x.shape and target.shape == (5, 2)
+    assert torch.allclose(target.sum(1), torch.ones(5))
+    lam = target[0, 1]
+    assert 0 < lam < 1
+    assert torch.allclose(target[-1], torch.stack([lam, 1 - lam]))
+    assert torch.allclose(mixed[0], x[0] * lam + x[-1] * (1 - lam), atol=1e-3)
+    assert torch.allclose(mixed[2], x[2], atol=1e-3) and torch.equal(target[2], torch.tensor([0.0, 1.0]))
 
 
 def test_pixel_batch_for_with_transform(cnmc):

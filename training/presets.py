@@ -25,6 +25,8 @@ class Recipe:
     # Start the classifier head at zero: timm sizes its random init by the 2 outputs, so a from-scratch model
     # starts with logits of magnitude ~5 and spends its first epochs shrinking them. Off before the field existed.
     zero_head: bool = False
+    # Mixup's Beta(alpha, alpha); 0 turns it off. The loss's label smoothing and class weights apply to the mix.
+    mixup: float = 0.0
 
 
 PRESETS: dict[str, Recipe] = {

@@ -45,7 +45,7 @@ from training.evaluate import make_loader, predict, report, write_report
 from training.plots import plot_training_curves
 from training.presets import AUGMENTATION_FIELDS, PRESETS, RECIPE_FIELDS, Recipe, build_recipe
 from training.splits import split_by_folds, split_cv_fold
-from training.transforms import Augmentation, BatchAugment, FixedSizeTensor, eval_transform
+from training.transforms import Augmentation, BatchAugment, FixedSizeTensor, eval_transform, mix_batch
 
 logger = logging.getLogger(__name__)
 LOSS_SHOWN_EVERY = 20  # steps between progress-bar loss updates, each of which waits for the GPU
@@ -272,8 +272,11 @@ def train(args: argparse.Namespace) -> Path:
             x = augment(batch["pixel_values"])
             if x.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
+            target = batch["labels"]
+            if recipe.mixup:
+                x, target = mix_batch(x, target, recipe.mixup, len(CLASS_NAMES))
             logits = model(x)
-            loss = loss_fn(logits, batch["labels"])
+            loss = loss_fn(logits, target)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from timm.data import create_transform, resolve_data_config
+from timm.data.mixup import mixup_target
 from torchvision.transforms.functional import pil_to_tensor
 
 
@@ -125,6 +126,18 @@ def _hue_rotate(x: torch.Tensor, angle: torch.Tensor, to_yiq: torch.Tensor, to_r
     )
     matrix = to_rgb @ rotation @ to_yiq  # (n, 3, 3)
     return torch.einsum("nij,njhw->nihw", matrix, x)
+
+
+def mix_batch(
+    x: torch.Tensor, labels: torch.Tensor, alpha: float, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup: every image blended with its mirror in the batch, the one-hot targets by the same weight.
+
+    The weight is drawn from Beta(alpha, alpha) once a batch, as timm's ``Mixup`` draws it; that class itself
+    refuses odd batches, and an epoch's last batch can be odd (its middle image then mixes with itself).
+    """
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    return x * lam + x.flip(0) * (1 - lam), mixup_target(labels, num_classes, lam)
 
 
 def flip_averaged(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
