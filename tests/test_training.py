@@ -13,6 +13,7 @@ from conftest import FIXTURES
 from safetensors.torch import load_file
 
 from training import evaluate, train
+from training.presets import PRESETS
 from training.splits import load_assignment
 
 TINY = [
@@ -202,8 +203,8 @@ def test_best_preset_starts_training_at_chance_loss(tmp_path, trained):
     assert loss[trained] < 0.8 < loss[out]
 
 
-def test_mixup_trains_on_blended_targets(tmp_path):
+def test_mixup_alpha_is_a_recipe_override(tmp_path):
     out = tmp_path / "mixup"
-    assert train.main([*TINY, "--output-dir", str(out), "--epochs", "1", "--mixup", "0.4"]) == 0
-    assert json.loads((out / "run_config.json").read_text())["mixup"] == 0.4
+    assert train.main([*TINY, "--output-dir", str(out), "--epochs", "1", "--mixup", "0.2"]) == 0
+    assert json.loads((out / "run_config.json").read_text())["mixup"] == 0.2 != PRESETS["best"].mixup
     assert (out / "model" / "model.safetensors").exists()
