@@ -1,6 +1,6 @@
 """Load test: start the app, send concurrent gradio_client requests, report errors and latency percentiles.
 
-    python -m benchmarks.app_load [--clients 20] [--requests 10] [--concurrency 1 2]
+    python -m benchmarks.app_load [--clients 20] [--requests 10] [--concurrency 1 2] [--no-flips]
 
 The app serves randomly initialised models of the chosen backbones (weights don't change speed), on the same
 serving path as ``python app.py``. Each concurrency limit is one run; writes benchmarks/results/app_load.json.
@@ -35,14 +35,14 @@ def served(name: str) -> ServedModel:
     return ServedModel(backbone.display_name, "random", loaded, runner)
 
 
-def client_session(url: str, requests: int, model: str) -> tuple[list[float], list[str]]:
+def client_session(url: str, requests: int, model: str, flips: bool) -> tuple[list[float], list[str]]:
     client = Client(url, verbose=False)
     times, errors = [], []
     for i in range(requests):
         start = time.perf_counter()
         try:
             label, message = client.predict(
-                handle_file(str(app.EXAMPLES[i % len(app.EXAMPLES)])), model, api_name="/classify"
+                handle_file(str(app.EXAMPLES[i % len(app.EXAMPLES)])), model, flips, api_name="/classify"
             )
             if not label:
                 errors.append(message)
@@ -52,14 +52,14 @@ def client_session(url: str, requests: int, model: str) -> tuple[list[float], li
     return times, errors
 
 
-def run(models: list[ServedModel], concurrency: int, clients: int, requests: int) -> dict:
+def run(models: list[ServedModel], concurrency: int, clients: int, requests: int, flips: bool) -> dict:
     demo = app.build_demo(models, concurrency_limit=concurrency)
     demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     try:
         start = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
             sessions = list(
-                pool.map(lambda _: client_session(demo.local_url, requests, models[0].name), range(clients))
+                pool.map(lambda _: client_session(demo.local_url, requests, models[0].name, flips), range(clients))
             )
         wall = time.perf_counter() - start
     finally:
@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=10)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--backbones", nargs="+", default=["mobilenetv2"])
+    parser.add_argument(
+        "--flips", action=argparse.BooleanOptionalAction, default=app.FLIPS_DEFAULT, help="as the app's switch"
+    )
     args = parser.parse_args(argv)
     models = [served(name) for name in args.backbones]
     report = {
@@ -90,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         "requests_per_client": args.requests,
         "endpoint": "/classify",
         "model": models[0].name,
-        "runs": [run(models, c, args.clients, args.requests) for c in args.concurrency],
+        "flips": args.flips,
+        "runs": [run(models, c, args.clients, args.requests, args.flips) for c in args.concurrency],
     }
     save(report, OUTPUT)
     return 0

@@ -172,7 +172,7 @@ def test_zip_with_non_images_nested_folders_and_path_traversal(models, uploads, 
     (tmp_path / "work" / "broken.zip").write_bytes(b"PK\x03\x04 not really")
     before = {p for p in tmp_path.rglob("*")}
     files = [str(archive), str(tmp_path / "work" / "broken.zip"), str(uploads / "corrupt.png"), str(HEM_CELL)]
-    table, summary, csv, message = app.run_batch(models, files, progress=lambda *a, **k: None)
+    table, summary, csv, message = app.run_batch(models, files, False, progress=lambda *a, **k: None)
     assert {p for p in tmp_path.rglob("*")} == before and not escape.exists()  # nothing extracted anywhere
     rows = dict(zip(table["file"], table["error"], strict=True))
     assert rows["cells.zip/patient/day1/UID_11_10_1_all.bmp"] == ""
@@ -238,7 +238,9 @@ def test_compare_and_explain_all(models):
 
 
 def test_batch_of_real_cells_with_patient_summary(models):
-    table, summary, csv, message = app.run_batch(models, [str(p) for p in CELLS[:12]], progress=lambda *a, **k: None)
+    table, summary, csv, message = app.run_batch(
+        models, [str(p) for p in CELLS[:12]], False, progress=lambda *a, **k: None
+    )
     assert len(table) == 12 and (table["error"] == "").all() and message == "12 files classified"
     assert table["ensemble"].between(0, 1).all()
     assert summary["cells"].sum() == sum("UID_" in p.name for p in CELLS[:12])
@@ -252,12 +254,12 @@ def test_flip_averaging_gives_a_mirrored_cell_the_same_answer_in_every_tab(model
     mirrored_label, _ = app.classify(models, str(mirrored), "Tiny B", True)
     assert mirrored_label["ALL"] == pytest.approx(label["ALL"], abs=1e-3)
     assert "averaged over 4 flips" in message
-    single, _ = app.classify(models, str(ALL_CELL), "Tiny B")
-    assert single["ALL"] != label["ALL"]  # the four views really are averaged
+    single, message = app.classify(models, str(ALL_CELL), "Tiny B", False)
+    assert single["ALL"] != label["ALL"] and "flips" not in message  # the four views really are averaged
     message, table = app.compare(models, str(mirrored), True)
     assert table.set_index("model").loc["Tiny B", "P(ALL)"] == pytest.approx(label["ALL"], abs=1e-3)
     assert "averaged over 4 flips" in message
-    table, _, _, message = app.run_batch(models, [str(ALL_CELL)], True, progress=lambda *a, **k: None)
+    table, _, _, message = app.run_batch(models, [str(ALL_CELL)], progress=lambda *a, **k: None)  # the default
     assert table.loc[0, "Tiny B"] == pytest.approx(label["ALL"], abs=1e-4)
     assert message == "1 file classified, averaged over 4 flips"
 
@@ -411,8 +413,9 @@ def test_gradio_client_calls_every_named_endpoint(models, uploads, tmp_path):
         client = Client(demo.local_url, verbose=False)
         label, message = client.predict(handle_file(str(ALL_CELL)), "Tiny B", api_name="/classify")
         assert label["label"] in ("ALL", "HEM") and "Tiny B: P(ALL)" in message
-        _, message = client.predict(handle_file(str(ALL_CELL)), "Tiny B", True, api_name="/classify")
-        assert "averaged over 4 flips" in message
+        assert "averaged over 4 flips" in message  # the switch's default
+        _, message = client.predict(handle_file(str(ALL_CELL)), "Tiny B", False, api_name="/classify")
+        assert "flips" not in message
         ensemble, table = client.predict(handle_file(str(HEM_CELL)), api_name="/compare")
         assert ensemble.startswith("## Ensemble") and [row[0] for row in table["data"]] == ["Tiny A", "Tiny B"]
         _, message = client.predict(handle_file(str(uploads / "bomb.png")), "Tiny A", api_name="/classify")
