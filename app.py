@@ -40,8 +40,8 @@ EXAMPLES = [
     CELLS / "fold_1" / "hem" / "UID_H14_10_1_hem.webp",
 ]
 PARITY_CELLS = sorted(CELLS.glob("*/*/*"))  # the bf16 path must match fp32 on every one of these real cells
-# One CPU: model events share one queue slot, which the load benchmark (benchmarks/app_load.py) favours,
-# and which keeps Grad-CAM's hooks from seeing another request's forward pass.
+# One CPU: model events share one queue slot. Two served within 6 % as fast in the load benchmark
+# (benchmarks/app_load.py), and one keeps Grad-CAM's hooks from seeing another request's forward pass.
 CONCURRENCY_LIMIT = 1
 MAX_QUEUE = 64
 NO_MODEL = "No model is available: see the model status at the top of the page."
