@@ -48,7 +48,7 @@ NO_MODEL = "No model is available: see the model status at the top of the page."
 # On by default: single views of the shipped recipe changed 10 % of verdicts under a mirror (README, Results).
 FLIPS_DEFAULT = True
 FLIPS_INFO = (
-    "Cells have no orientation, so a mirrored cell should get the same answer; single views of the shipped model "
+    "Cells have no orientation, so a mirrored cell should get the same answer; single views of the shipped recipe "
     "changed 10 % of verdicts under a mirror. Averaging removes that and adds a little accuracy, at about three "
     "times the compute (applies to every tab)."
 )
