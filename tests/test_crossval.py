@@ -10,7 +10,7 @@ from conftest import FIXTURES
 from sklearn.metrics import f1_score
 
 from hub.card import model_card
-from training import calibrate, crossval, size_baseline, train
+from training import calibrate, crossval, evaluate, size_baseline, train
 from training.splits import load_assignment
 
 SPLIT = Path(__file__).resolve().parents[1] / "splits" / "cnmc_cv3_seed0.json"
@@ -105,6 +105,27 @@ def test_says_when_folds_kept_their_best_epoch(runs, tmp_path):
     result = json.loads((tmp_path / "cv.json").read_text())
     assert result["epoch_selection"] == "best, latest" and "flatters" in result["note"]
     assert (tmp_path / "cv_roc.png").stat().st_size > 0 and (tmp_path / "cv_predictions.csv").is_file()
+
+
+def test_pools_the_flip_averaged_evaluations_like_with_like(runs, tmp_path, capsys):
+    folds, _ = runs
+    folds = [shutil.copytree(f, tmp_path / f.name) for f in folds]
+    for k, run in enumerate(folds):
+        data = ["--data-dir", str(FIXTURES), "--no-verify", "--num-workers", "0", "--cv-split", str(SPLIT)]
+        args = ["--model", str(run / "model"), *data, "--cv-fold", str(k), "--tta"]
+        assert evaluate.main([*args, "--output", str(run / "eval_tta.json")]) == 0
+    assert crossval.main([*map(str, folds), "--output", str(tmp_path / "tta.json"), "--evaluation", "eval_tta"]) == 0
+    result = json.loads((tmp_path / "tta.json").read_text())
+    pooled = _rows(tmp_path / "tta_predictions.csv")
+    assert sorted(r["prob_all"] for r in pooled) == sorted(
+        r["prob_all"] for f in folds for r in _rows(f / "eval_tta_predictions.csv")
+    )
+    assert result["tta"] is True and result["num_cells"] == len(pooled)
+    labels, called = [int(r["label"]) for r in pooled], [int(float(r["prob_all"]) > 0.5) for r in pooled]
+    assert result["f1_weighted"] == pytest.approx(f1_score(labels, called, average="weighted"), abs=1e-9)
+    (folds[0] / "eval_tta.json").write_text((folds[0] / "eval.json").read_text())  # a single-view one among them
+    assert crossval.main([*map(str, folds), "--output", str(tmp_path / "x.json"), "--evaluation", "eval_tta"]) == 2
+    assert "pool like with like" in capsys.readouterr().err
 
 
 def test_keep_epoch_latest_keeps_the_last_epoch(tmp_path):

@@ -2,6 +2,7 @@
 
     python -m training.crossval runs/X-cv0 runs/X-cv1 runs/X-cv2 --model-dir runs/X-all/model
     python -m training.crossval runs/X-cv0 runs/X-cv1 runs/X-cv2 --output FILE.json
+    python -m training.crossval runs/X-cv0 runs/X-cv1 runs/X-cv2 --output FILE.json --evaluation eval_tta
 
 Each fold run validated on patients it never trained on, and the folds' validation patients are disjoint, so
 their predictions together score every patient once, each by a model that never saw it. That is the honest
@@ -9,6 +10,10 @@ estimate for a model of the same recipe trained on all the folds, which has no v
 With --model-dir the evaluation becomes that model run's eval.json, which its model card reads; the recipe of
 every fold must then match the model's. Either way the confusion matrix, ROC curve and pooled predictions are
 written beside the JSON, and the JSON also holds each fold's own scores with their mean and spread.
+
+--evaluation pools another evaluation of each run than its own eval.json, e.g. the flip-averaged one that
+``training.evaluate --tta --output RUN/eval_tta.json`` writes; with --model-dir the pooled one is then written
+under the same name, beside the final model's eval.json.
 
 The fold runs should keep their latest epoch (``training.train --keep-epoch latest``), as the final model
 does: the best epoch picked on the validation patients flatters them, and the JSON says so when they did.
@@ -51,13 +56,13 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def read_fold(run_dir: Path) -> dict:
+def read_fold(run_dir: Path, evaluation: str = "eval") -> dict:
     fold = {
         "dir": run_dir,
         "config": _read_json(run_dir / "run_config.json"),
-        "eval": _read_json(run_dir / "eval.json"),
+        "eval": _read_json(run_dir / f"{evaluation}.json"),
     }
-    predictions = run_dir / "eval_predictions.csv"
+    predictions = run_dir / f"{evaluation}_predictions.csv"
     if not predictions.is_file():
         raise FileNotFoundError(f"{predictions} is missing: is {run_dir} a finished, validated training run?")
     with predictions.open() as handle:
@@ -99,6 +104,9 @@ def pool(folds: list[dict], final_config: dict | None = None, model: str = "") -
     scores = torch.tensor([float(r["prob_all"]) for r in rows])
     labels = torch.tensor([int(r["label"]) for r in rows])
     selections = {f["config"].get("keep_epoch", "best") for f in folds}
+    tta = {bool(f["eval"].get("tta")) for f in folds}
+    if len(tta) > 1:
+        raise ValueError("Some folds' evaluations are flip-averaged (--tta) and some are not; pool like with like")
     result = report(
         torch.stack([1 - scores, scores], 1),
         labels,
@@ -106,6 +114,7 @@ def pool(folds: list[dict], final_config: dict | None = None, model: str = "") -
         model=model,
         split=_description(folds),
         epoch_selection=", ".join(sorted(selections)),
+        tta=tta.pop(),
     )
     if "best" in selections:
         result["note"] = (
@@ -127,15 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--model-dir", type=Path, help="the final model (runs/X-all/model): write its eval.json")
     target.add_argument("--output", type=Path, help="FILE.json, for a cross-validation without a final model")
+    parser.add_argument(
+        "--evaluation", default="eval", help="pool each run's EVALUATION.json and its predictions (e.g. eval_tta)"
+    )
     args = parser.parse_args(argv)
     try:
-        folds = [read_fold(run) for run in args.runs]
+        folds = [read_fold(run, args.evaluation) for run in args.runs]
         final_config = _read_json(args.model_dir.parent / "run_config.json") if args.model_dir else None
         result, rows = pool(folds, final_config, model=str(args.model_dir or ""))
     except (FileNotFoundError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    output = args.output or args.model_dir.parent / "eval.json"
+    output = args.output or args.model_dir.parent / f"{args.evaluation}.json"
     write_report(
         result,
         output,
