@@ -21,6 +21,7 @@ RUN_CONFIG_NAME = "run_config.json"
 # A local path means nothing to the card's readers and can reveal the trainer's machine.
 _LOCAL_ONLY = {"data_dir"}
 EVAL_NAME = "eval.json"
+FLIPPED_EVAL_NAME = "eval_tta.json"  # the same patients, averaged over the four flips (training.crossval)
 # File name -> caption; the card shows, and the repo carries, those the run has.
 PLOTS = {
     "eval_confusion_matrix.png": "Confusion matrix on the validation patients",
@@ -57,6 +58,15 @@ _METRICS = {
     "roc_auc": "ROC AUC",
     "patient_accuracy": "Patient accuracy (one call per patient: mean P(ALL) of its cells)",
     "mean_patient_cell_accuracy": "Mean per-patient cell accuracy",
+}
+# The flip-averaged scores the card quotes in one sentence.
+_FLIPPED = {
+    "f1_weighted": "weighted F1",
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced accuracy",
+    "roc_auc": "ROC AUC",
+    "recall": "sensitivity",
+    "specificity": "specificity",
 }
 
 
@@ -112,8 +122,9 @@ def model_card(model_dir: str | Path, *, repo_id: str) -> ModelCard:
     )
     calibration = read_calibration(model_dir)
     size = read_json(run_dir / DEPENDENCE_NAME, "") if (run_dir / DEPENDENCE_NAME).is_file() else None
+    flipped = read_json(run_dir / FLIPPED_EVAL_NAME, "") if (run_dir / FLIPPED_EVAL_NAME).is_file() else None
     plots = [p.name for p in present_plots(run_dir)]
-    body = _body(name, repo_id, config, run, evaluation, plots, calibration, size)
+    body = _body(name, repo_id, config, run, evaluation, flipped, plots, calibration, size)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
@@ -123,6 +134,7 @@ def _body(
     config: dict,
     run: dict,
     evaluation: dict,
+    flipped: dict | None,
     plots: list[str],
     calibration: dict | None,
     size: dict | None,
@@ -156,7 +168,7 @@ def _body(
         f"{cfg.get('crop_pct', 1.0):.1%} of the field (the whole cell, at its real size), resized "
         f"({cfg.get('interpolation', 'bicubic')}) to {height} x {width} px, normalised with mean {cfg.get('mean')} "
         f"and std {cfg.get('std')}.",
-        _evaluation(evaluation, plots),
+        _evaluation(evaluation, flipped, plots),
         _usage(repo_id, calibration),
         "## Training hyperparameters\n\n"
         + _table(["hyperparameter", "value"], _flatten({k: v for k, v in run.items() if k not in _LOCAL_ONLY})),
@@ -168,7 +180,7 @@ def _body(
     return "\n\n".join(sections) + "\n"
 
 
-def _evaluation(evaluation: dict, plots: list[str]) -> str:
+def _evaluation(evaluation: dict, flipped: dict | None, plots: list[str]) -> str:
     (tn, fp), (fn, tp) = evaluation["confusion_matrix"]
     metrics = _table(
         ["metric", "value"],
@@ -184,6 +196,11 @@ def _evaluation(evaluation: dict, plots: list[str]) -> str:
         metrics += f"\n\nEach fold's model on its own validation patients:\n\n{folds}"
     if evaluation.get("note"):
         metrics += f"\n\n{evaluation['note']}"
+    if flipped:
+        scores = ", ".join(f"{label} {_number(flipped[key])}" for key, label in _FLIPPED.items())
+        metrics += (
+            f"\n\nAveraged over the four flips of each cell (the app's default), on the same cells: {scores}."
+        )
     pooled = (
         "This model trained on all of these patients, so it is scored through its recipe: the cross-validation "
         "models of the same recipe, each on the patients it never trained on, pooled.\n\n"

@@ -108,7 +108,7 @@ def test_says_when_folds_kept_their_best_epoch(runs, tmp_path):
 
 
 def test_pools_the_flip_averaged_evaluations_like_with_like(runs, tmp_path, capsys):
-    folds, _ = runs
+    folds, final = runs
     folds = [shutil.copytree(f, tmp_path / f.name) for f in folds]
     for k, run in enumerate(folds):
         data = ["--data-dir", str(FIXTURES), "--no-verify", "--num-workers", "0", "--cv-split", str(SPLIT)]
@@ -123,6 +123,11 @@ def test_pools_the_flip_averaged_evaluations_like_with_like(runs, tmp_path, caps
     assert result["tta"] is True and result["num_cells"] == len(pooled)
     labels, called = [int(r["label"]) for r in pooled], [int(float(r["prob_all"]) > 0.5) for r in pooled]
     assert result["f1_weighted"] == pytest.approx(f1_score(labels, called, average="weighted"), abs=1e-9)
+    final = shutil.copytree(final, tmp_path / "all")
+    for evaluation in ("eval", "eval_tta"):
+        assert crossval.main([*map(str, folds), "--model-dir", str(final / "model"), "--evaluation", evaluation]) == 0
+    card = str(model_card(final / "model", repo_id="cnmc-test/final"))
+    assert f"(the app's default), on the same cells: weighted F1 {result['f1_weighted']:.4f}, accuracy" in card
     (folds[0] / "eval_tta.json").write_text((folds[0] / "eval.json").read_text())  # a single-view one among them
     assert crossval.main([*map(str, folds), "--output", str(tmp_path / "x.json"), "--evaluation", "eval_tta"]) == 2
     assert "pool like with like" in capsys.readouterr().err
