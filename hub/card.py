@@ -197,7 +197,9 @@ def _evaluation(evaluation: dict, flipped: dict | None, plots: list[str]) -> str
     if evaluation.get("note"):
         metrics += f"\n\n{evaluation['note']}"
     if flipped:
-        scores = ", ".join(f"{label} {_number(flipped[key])}" for key, label in _FLIPPED.items())
+        scores = ", ".join(
+            f"{label} {_number(flipped[key])}" for key, label in _FLIPPED.items() if flipped.get(key) is not None
+        )
         metrics += (
             f"\n\nAveraged over the four flips of each cell (the app's default), on the same cells: {scores}."
         )
