@@ -200,9 +200,7 @@ def _evaluation(evaluation: dict, flipped: dict | None, plots: list[str]) -> str
         scores = ", ".join(
             f"{label} {_number(flipped[key])}" for key, label in _FLIPPED.items() if flipped.get(key) is not None
         )
-        metrics += (
-            f"\n\nAveraged over the four flips of each cell (the app's default), on the same cells: {scores}."
-        )
+        metrics += f"\n\nAveraged over the four flips of each cell (the app's default), on the same cells: {scores}."
     pooled = (
         "This model trained on all of these patients, so it is scored through its recipe: the cross-validation "
         "models of the same recipe, each on the patients it never trained on, pooled.\n\n"

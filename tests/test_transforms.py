@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from training.backbones import create_model, resolve_backbone
+from training.evaluate import stack_images
 from training.transforms import (
     Augmentation,
     BatchAugment,
@@ -30,9 +31,22 @@ def test_batch_augment_without_augmentation_matches_eval(cnmc, size, decoded):
     model = create_model("inceptionv3" if size == 299 else "mobilenetv2", pretrained=False, img_size=size)
     images = cnmc["fold_0"][:8]["image"]
     expected = torch.stack([eval_transform(model)(i) for i in images])
-    got = BatchAugment(model, Augmentation())(torch.stack([FixedSizeTensor(decoded)(i) for i in images]))
+    got = BatchAugment(model, Augmentation())(stack_images([FixedSizeTensor(decoded)(i) for i in images]))
     assert got.shape == expected.shape
     assert (got - expected).abs().mean() < 0.03  # interpolation differs by under 2 grey levels on average
+
+
+def test_loader_batches_keep_each_image_layout(cnmc):
+    """Decoded cells stack channels-last, without a transpose; transformed float images stack as they are."""
+    model = create_model("mobilenetv2", pretrained=False, img_size=64)
+    images = cnmc["fold_0"][:4]["image"]
+    decoded = [FixedSizeTensor(128)(i) for i in images]
+    batch = stack_images(decoded)
+    assert torch.equal(batch, torch.stack(decoded))
+    assert batch.is_contiguous(memory_format=torch.channels_last) and not batch.is_contiguous()
+    assert stack_images([eval_transform(model)(i) for i in images]).is_contiguous()
+    augment = BatchAugment(model, Augmentation())
+    assert torch.equal(augment(batch), augment(torch.stack(decoded)))
 
 
 def test_batch_augment_randomises_within_range(cnmc):

@@ -36,8 +36,20 @@ from training.transforms import flip_averaged, pixel_batch
 logger = logging.getLogger(__name__)
 
 
+def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
+    """(c, h, w) images as one (n, c, h, w) batch, in the memory layout they have.
+
+    A decoded uint8 image is an (h, w, c) buffer viewed as (c, h, w): stacking it as (n, h, w, c) is a plain
+    copy, while a contiguous (n, c, h, w) batch would transpose every image on the loader's CPU, a fifth of its
+    time per batch. The batch then reaches the device channels-last, which transposes it at no cost.
+    """
+    if images[0].permute(1, 2, 0).is_contiguous():
+        return torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2)
+    return torch.stack(images)
+
+
 def collate(examples: list[dict]) -> dict:
-    batch = {"pixel_values": torch.stack([e["pixel_values"] for e in examples])}
+    batch = {"pixel_values": stack_images([e["pixel_values"] for e in examples])}
     for key in ("labels", "index"):
         if key in examples[0]:
             batch[key] = torch.tensor([e[key] for e in examples])
