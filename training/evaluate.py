@@ -40,8 +40,8 @@ def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
     """(c, h, w) images as one (n, c, h, w) batch, in the memory layout they have.
 
     A decoded uint8 image is an (h, w, c) buffer viewed as (c, h, w): stacking it as (n, h, w, c) is a plain
-    copy, while a contiguous (n, c, h, w) batch would transpose every image on the loader's CPU, a fifth of its
-    time per batch. The batch then reaches the device channels-last, which transposes it at no cost.
+    copy, while a contiguous (n, c, h, w) batch would transpose every image on the loader's CPU (5-9 % of its
+    time per batch of 320 px cells). The batch reaches the device channels-last, where the transpose is cheap.
     """
     if images[0].permute(1, 2, 0).is_contiguous():
         return torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2)
