@@ -76,6 +76,10 @@ def read_json(path: Path, what: str) -> dict:
     return json.loads(path.read_text())
 
 
+def _read_optional_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def present_plots(run_dir: Path) -> list[Path]:
     return [run_dir / name for name in PLOTS if (run_dir / name).is_file()]
 
@@ -121,8 +125,8 @@ def model_card(model_dir: str | Path, *, repo_id: str) -> ModelCard:
         ],
     )
     calibration = read_calibration(model_dir)
-    size = read_json(run_dir / DEPENDENCE_NAME, "") if (run_dir / DEPENDENCE_NAME).is_file() else None
-    flipped = read_json(run_dir / FLIPPED_EVAL_NAME, "") if (run_dir / FLIPPED_EVAL_NAME).is_file() else None
+    size = _read_optional_json(run_dir / DEPENDENCE_NAME)
+    flipped = _read_optional_json(run_dir / FLIPPED_EVAL_NAME)
     plots = [p.name for p in present_plots(run_dir)]
     body = _body(name, repo_id, config, run, evaluation, flipped, plots, calibration, size)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
