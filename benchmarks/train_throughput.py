@@ -4,13 +4,14 @@
         [--batch-size 128] [--steps 40] [--num-workers 8 6] [--output benchmarks/results/train_throughput.json]
 
 The synthetic figure times the model step alone (forward, backward, optimizer; bf16 autocast and
-channels_last on a GPU) on one batch already on the device. The pipeline figure feeds the same step from
-the training DataLoader (datasets decoding on CPU workers, then the best preset's augmentation on the
-device), so it can only be lower. Both are measured in the same run, so their ratio holds whichever card ran
-it. The loader alone and the augmentation alone are timed too, to show which of them costs the difference.
-Each ``--num-workers`` count gets its own row: loader workers on every core can starve the main process that
-launches the GPU's work (on a 16-core H100 machine, 8 workers fed every backbone better than 16), so fewer may
-feed it faster.
+channels_last on a GPU) on one batch already on the device. The pipeline figure feeds the same step as training
+does, then the best preset's augmentation on the device, so it can only be lower. Both are measured in the same
+run, so their ratio holds whichever card ran it. Each backbone gets a row per input:
+- ``"input": "decoded every epoch"``, one row per ``--num-workers`` count: the DataLoader decodes on CPU workers
+  (workers on every core can starve the main process that launches the GPU's work, so fewer may feed it faster);
+- ``"input": "decoded once"``: the cells decoded once into device memory, batches gathered there
+  (``training.device_cache``, what training does on a GPU by default); the decoding's seconds are reported once.
+The batches alone (``loader_only``) and the augmentation alone are timed too, to show what costs the difference.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from accelerate import Accelerator
 from benchmarks.report import save
 from training.backbones import BACKBONES, create_model, resolve_backbone
 from training.data import load_cnmc
+from training.device_cache import DecodedCells
 from training.evaluate import make_loader
 from training.presets import PRESETS
 from training.transforms import BatchAugment, FixedSizeTensor
@@ -50,8 +52,10 @@ def _rate(batches, step, device, warmup: int, steps: int, batch_size: int) -> fl
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def measure(name: str, train_set: datasets.Dataset, args: argparse.Namespace, quiet: bool = False) -> list[dict]:
-    """One row per loader worker count in ``args.num_workers``, each beside the same synthetic ceiling."""
+def measure(
+    name: str, train_set: datasets.Dataset, cells: DecodedCells, args: argparse.Namespace, quiet: bool = False
+) -> list[dict]:
+    """One row per loader worker count in ``args.num_workers`` and one for ``cells``, beside the same ceiling."""
     backbone = resolve_backbone(name)
     accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
     device = accelerator.device
@@ -79,13 +83,18 @@ def measure(name: str, train_set: datasets.Dataset, args: argparse.Namespace, qu
     bs = args.batch_size
     fixed = (torch.randn(bs, 3, size, size, device=device), torch.randint(0, 2, (bs,), device=device))
     synthetic = _rate(itertools.repeat(fixed), step, device, args.warmup, args.steps, bs)
+    inputs = [("decoded every epoch", workers) for workers in args.num_workers] + [("decoded once", 0)]
     rows = []
-    for workers in args.num_workers:
+    for source, workers in inputs:
+        cached = source == "decoded once"
+        width = train_set[0]["image"].width
         loader = make_loader(
-            train_set, FixedSizeTensor(train_set[0]["image"].width), bs, shuffle=True, num_workers=workers
+            train_set, None if cached else FixedSizeTensor(width), bs, shuffle=True, num_workers=workers
         )
         # A new pass over the loader each epoch: itertools.cycle would replay its first epoch from memory.
-        batches = ((b["pixel_values"], b["labels"]) for _ in itertools.count() for b in loader)
+        batches = (
+            (cells[b["index"]] if cached else b["pixel_values"], b["labels"]) for _ in itertools.count() for b in loader
+        )
         loader_only = _rate(batches, lambda b: None, device, args.warmup, args.steps, bs)
         # The device-side augmentation alone, on one decoded batch already on the device.
         decoded = next(batches)[0].to(device)
@@ -94,6 +103,7 @@ def measure(name: str, train_set: datasets.Dataset, args: argparse.Namespace, qu
         row = {
             "backbone": backbone.timm_name,
             "img_size": size,
+            "input": source,
             "num_workers": workers,
             "synthetic_img_per_s": round(synthetic, 1),
             "pipeline_img_per_s": round(pipeline, 1),
@@ -101,7 +111,7 @@ def measure(name: str, train_set: datasets.Dataset, args: argparse.Namespace, qu
             "loader_only_img_per_s": round(loader_only, 1),
             "augment_only_img_per_s": round(augment_only, 1),
         }
-        del batches, loader  # stop this count's workers before the next count's start
+        del batches, loader  # stop this input's workers before the next one's start
         if not quiet:
             print(json.dumps(row))
         rows.append(row)
@@ -123,14 +133,23 @@ def main() -> None:
     # The first measurement of a process reads several times too low on a GPU (one-off start-up costs), so
     # a short untimed pass goes first. It did not always suffice on an H100: naming the first backbone again
     # at the end of --backbones shows whether its first row can be trusted.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    started = time.perf_counter()
+    cells = DecodedCells.decode(train_set, train_set[0]["image"].width, device, num_workers=max(args.num_workers))
+    decode_seconds = time.perf_counter() - started
     warm_up = argparse.Namespace(**{**vars(args), "warmup": 2, "steps": 5, "num_workers": args.num_workers[:1]})
-    measure(args.backbones[0], train_set, warm_up, quiet=True)
-    results = [row for name in args.backbones for row in measure(name, train_set, args)]
+    measure(args.backbones[0], train_set, cells, warm_up, quiet=True)
+    results = [row for name in args.backbones for row in measure(name, train_set, cells, args)]
     output = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
         "torch": torch.__version__,
         "batch_size": args.batch_size,
         "precision": "bf16 autocast, channels_last" if torch.cuda.is_available() else "fp32",
+        "decoded_once": {
+            "cells": len(train_set),
+            "seconds": round(decode_seconds, 1),
+            "workers": max(args.num_workers),
+        },
         "results": results,
     }
     save(output, args.output, show=False)

@@ -126,6 +126,20 @@ def test_resume_continues_exactly(tmp_path):
     assert rows[0][2].split(",")[:9] == rows[1][2].split(",")[:9]  # epoch 2, up to the timings
 
 
+def test_cells_decoded_once_train_exactly_as_cells_decoded_every_epoch(tmp_path):
+    """--device-cache feeds the augmentation the same pixels in the same order, so the runs are identical."""
+    runs = {flag: tmp_path / flag for flag in ("--device-cache", "--no-device-cache")}
+    for flag, out in runs.items():
+        args = [*TINY, "--epochs", "2", "--max-train-cells", "16", "--max-val-cells", "8", "--output-dir", str(out)]
+        assert train.main([*args, flag]) == 0
+    configs = [json.loads((out / "run_config.json").read_text()) for out in runs.values()]
+    assert [c["device_cache"] for c in configs] == [True, False]
+    a, b = (load_file(out / "model" / "model.safetensors") for out in runs.values())
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [(out / "metrics.csv").read_text().splitlines() for out in runs.values()]
+    assert [r.split(",")[:9] for r in rows[0]] == [r.split(",")[:9] for r in rows[1]]
+
+
 def test_refuses_patient_leak_and_overwrite(trained, capsys):
     args = [*TINY, "--output-dir", str(trained.parent / "leak"), "--train-folds", "fold_0", "fold_1"]
     assert train.main([*args, "--val-folds", "fold_1"]) == 2

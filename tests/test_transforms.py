@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torchvision.transforms.functional as TF
 
 from training.backbones import create_model, resolve_backbone
 from training.evaluate import stack_images
@@ -85,6 +86,20 @@ def test_zoom_in_enlarges_and_zoom_out_shrinks_the_cell(cnmc, zoom, zoom_out, gr
     plain = cell_area(BatchAugment(model, Augmentation())(x))
     zoomed = cell_area(BatchAugment(model, Augmentation(zoom=zoom, zoom_out=zoom_out, zoom_prob=1.0))(x))
     assert ((zoomed > plain) if grows else (zoomed < plain)).all()
+
+
+def test_colour_jitter_is_torchvisions_brightness_contrast_and_saturation(cnmc, monkeypatch):
+    """The one colour map per image equals torchvision's three ops, applied one after another."""
+    model = create_model("mobilenetv2", pretrained=False, img_size=64)
+    x = torch.stack([FixedSizeTensor(128)(i) for i in cnmc["fold_0"][:4]["image"]])
+    plain = BatchAugment(model, Augmentation())(x)
+    jitter = BatchAugment(model, Augmentation(color_jitter=0.2))
+    # Every factor at 0.9: below 1, so torchvision's clamp after each op changes nothing.
+    monkeypatch.setattr(jitter, "_uniform", lambda n, low, high: torch.full((n,), low + (high - low) / 4))
+    rgb = plain * jitter.std + jitter.mean
+    expected = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(rgb, 0.9), 0.9), 0.9)
+    assert torch.allclose(jitter(x) * jitter.std + jitter.mean, expected, atol=1e-5)
+    assert (expected - rgb).abs().mean() > 0.01
 
 
 def test_hue_shift_changes_colour_but_keeps_luminance(cnmc):

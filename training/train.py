@@ -41,6 +41,7 @@ from training import atomic
 from training.backbones import PretrainedWeightsUnavailable, create_model, resolve_backbone
 from training.calibrate import calibrate
 from training.data import CLASS_NAMES, CNMCDataError, add_data_arguments, load_from_args
+from training.device_cache import DecodedCells
 from training.evaluate import make_loader, predict, report, write_report
 from training.plots import plot_training_curves
 from training.presets import AUGMENTATION_FIELDS, PRESETS, RECIPE_FIELDS, Recipe, build_recipe
@@ -102,6 +103,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--img-size", type=int, help="input size (default: the backbone's, 224 or 299)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument(
+        "--device-cache",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="decode the training cells once into the device's memory instead of every epoch (default: on a GPU "
+        "with room for them)",
+    )
     parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="else accelerate's setting")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     parser.add_argument("--stop-after", type=int, help="end this invocation after N epochs (continue with --resume)")
@@ -158,7 +166,9 @@ def load_metrics(path: Path) -> list[dict]:
         ]
 
 
-def run_config(args: argparse.Namespace, recipe: Recipe, train, val, val_description: str, accelerator) -> dict:
+def run_config(
+    args: argparse.Namespace, recipe: Recipe, train, val, val_description: str, accelerator, device_cache: bool
+) -> dict:
     return {
         "backbone": resolve_backbone(args.backbone).timm_name,
         "preset": args.preset,
@@ -179,6 +189,7 @@ def run_config(args: argparse.Namespace, recipe: Recipe, train, val, val_descrip
         "train_patients": sorted(set(train["patient_id"])),
         "val_patients": sorted(set(val["patient_id"])) if val is not None else [],
         "num_processes": accelerator.num_processes,
+        "device_cache": device_cache,
         "mixed_precision": accelerator.mixed_precision,
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
     }
@@ -219,12 +230,27 @@ def train(args: argparse.Namespace) -> Path:
     if accelerator.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     augment = BatchAugment(model, recipe.augmentation).to(accelerator.device)
+    width = train_set[0]["image"].width
+    device_cache = args.device_cache
+    if device_cache is None:
+        device_cache = DecodedCells.fit_on(accelerator.device, len(train_set), width)
+    cells = (
+        DecodedCells.decode(
+            train_set,
+            width,
+            accelerator.device,
+            num_workers=args.num_workers,
+            show_progress=accelerator.is_main_process,
+        )
+        if device_cache
+        else None
+    )
     train_loader = make_loader(
         train_set,
-        FixedSizeTensor(train_set[0]["image"].width),
+        None if device_cache else FixedSizeTensor(width),
         recipe.batch_size,
         shuffle=True,
-        num_workers=args.num_workers,
+        num_workers=0 if device_cache else args.num_workers,  # indices only: nothing to decode
         seed=args.seed,
     )
     val_loader = (
@@ -254,7 +280,7 @@ def train(args: argparse.Namespace) -> Path:
         start_epoch, best_f1 = state["epoch"], state["best_f1"]
         rows = rows[:start_epoch]
         accelerator.print(f"Resuming {out} after epoch {start_epoch}")
-    config = run_config(args, recipe, train_set, val_set, val_description, accelerator)
+    config = run_config(args, recipe, train_set, val_set, val_description, accelerator, device_cache)
     if accelerator.is_main_process:
         atomic.write_text(out / "run_config.json", json.dumps(config, indent=2) + "\n")
 
@@ -269,7 +295,7 @@ def train(args: argparse.Namespace) -> Path:
             train_loader, desc=f"Epoch {epoch + 1}/{recipe.epochs}", disable=not accelerator.is_local_main_process
         )
         for step, batch in enumerate(bar):
-            x = augment(batch["pixel_values"])
+            x = augment(cells[batch["index"]] if cells is not None else batch["pixel_values"])
             if x.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             target = batch["labels"]

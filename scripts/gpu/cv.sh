@@ -11,6 +11,8 @@
 # on a machine without them, wheels in .whl/ (datasets, evaluate, timm, dill, multiprocess).
 # IMG_SIZE overrides the backbone's input size (e.g. 128 for a CPU-sized run); TRAIN_ARGS adds training.train flags
 # to every run (e.g. "--color-jitter 0.4 --hue 0.05", or "--no-zero-head" to repeat the runs before session 6).
+# On a GPU each run decodes its training cells once into device memory (training.device_cache); TRAIN_ARGS=--device-cache
+# does so on a CPU too. BENCH_WORKERS lists the benchmark's loader worker counts (default 8).
 # EPOCHS, MAX_CELLS, WORKERS, BENCH_STEPS and BENCH_BACKBONES shrink it for a CPU smoke test; SKIP_BENCH=1 skips the
 # benchmark and TRAIN_LIMIT caps each run's seconds (each run keeps its latest finished epoch). The device runs
 # one command for at most 600 s, so the defaults keep the benchmark (at most 200 s), training and the ~40 s of
@@ -39,7 +41,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null
 # MobileNetV2 is measured first and again last: its first row has read low on an H100 after the warm-up.
 BENCH_BACKBONES=${BENCH_BACKBONES:-mobilenetv2 vgg19 inceptionv3 resnet101v2 mobilenetv2}
 [ "${SKIP_BENCH:-0}" = 1 ] || timeout 200 python3 -m benchmarks.train_throughput --data-dir prepared --steps "$BENCH_STEPS" \
-  --backbones $BENCH_BACKBONES --output "$OUT/train_throughput.json" 2>&1 | grep -v Warning | tee "$OUT/bench.log"
+  --num-workers ${BENCH_WORKERS:-8} --backbones $BENCH_BACKBONES --output "$OUT/train_throughput.json" 2>&1 | grep -v Warning | tee "$OUT/bench.log"
 
 BACKBONES=${BACKBONES:-mobilenetv2}
 PRESET=${PRESET:-best}

@@ -1,0 +1,55 @@
+"""Training cells decoded once into device memory, so that an epoch moves indices instead of pixels.
+
+A loader that decodes every epoch fed an H100 about 4,900 cells/s, below MobileNetV2's 5,900
+(``benchmarks/results/``): the main process had to pass 39 MB of pixels a batch on to the GPU. Decoded, the 7,108
+cells of C-NMC's two folds are 2.2 GB of uint8 at 320 px, which a GPU holds with room to spare; each batch is then
+a gather on the device, and the augmentation (:class:`training.transforms.BatchAugment`) works on it as it would on
+a decoded batch: the same pixels, in the same order (``make_loader(..., transform=None)``).
+"""
+
+from __future__ import annotations
+
+import datasets
+import torch
+from tqdm.auto import tqdm
+
+from training.evaluate import make_loader
+from training.transforms import FixedSizeTensor
+
+# A run keeps its cells on the GPU by default when they take at most this share of its free memory.
+FREE_MEMORY_SHARE = 0.25
+
+
+class DecodedCells:
+    """Every cell of a dataset as uint8 at one size, in row order, on one device."""
+
+    def __init__(self, pixels: torch.Tensor):
+        self.pixels = pixels  # (n, h, w, c): a gather of whole cells reads contiguous memory
+
+    @classmethod
+    def decode(
+        cls, dataset: datasets.Dataset, size: int, device: torch.device, *, num_workers: int, show_progress: bool = True
+    ) -> DecodedCells:
+        pixels = torch.empty((len(dataset), size, size, 3), dtype=torch.uint8, device=device)
+        loader = make_loader(dataset, FixedSizeTensor(size), 256, shuffle=False, num_workers=num_workers)
+        start = 0
+        for batch in tqdm(loader, desc="Decoding the training cells once", disable=not show_progress, leave=False):
+            decoded = batch["pixel_values"]  # (n, c, h, w) viewed over (n, h, w, c) memory
+            pixels[start : start + len(decoded)] = decoded.permute(0, 2, 3, 1).to(device, non_blocking=True)
+            start += len(decoded)
+        return cls(pixels)
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        """The cells at ``index`` as a (n, c, h, w) channels-last batch, the layout the decoding loader gives."""
+        return self.pixels[index.to(self.pixels.device)].permute(0, 3, 1, 2)
+
+    @staticmethod
+    def fit_on(device: torch.device, cells: int, size: int) -> bool:
+        """Whether ``cells`` decoded cells of ``size`` px belong in ``device``'s memory: GPUs only, with room to spare.
+
+        On a CPU the decoding is a small part of a step, and the memory is the machine's.
+        """
+        if device.type != "cuda":
+            return False
+        free, _ = torch.cuda.mem_get_info(device)
+        return cells * size * size * 3 <= FREE_MEMORY_SHARE * free
