@@ -139,7 +139,6 @@ def main() -> None:
     decode_seconds = time.perf_counter() - started
     warm_up = argparse.Namespace(**{**vars(args), "warmup": 2, "steps": 5, "num_workers": args.num_workers[:1]})
     measure(args.backbones[0], train_set, cells, warm_up, quiet=True)
-    results = [row for name in args.backbones for row in measure(name, train_set, cells, args)]
     output = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
         "torch": torch.__version__,
@@ -150,9 +149,11 @@ def main() -> None:
             "seconds": round(decode_seconds, 1),
             "workers": max(args.num_workers),
         },
-        "results": results,
+        "results": [],
     }
-    save(output, args.output, show=False)
+    for name in args.backbones:  # saved after each backbone, so a run cut short keeps what it measured
+        output["results"] += measure(name, train_set, cells, args)
+        save(output, args.output, show=False)
 
 
 if __name__ == "__main__":
