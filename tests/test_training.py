@@ -61,9 +61,13 @@ def test_training_writes_a_complete_run(trained):
     assert model_config["pretrained_cfg"]["input_size"] == [3, 64, 64]
     assert model_config["pretrained_cfg"]["crop_pct"] == pytest.approx(320 / 450)
     assert (trained / "model" / "model.safetensors").is_file()
-    assert json.loads((trained / "model" / "calibration.json").read_text())["cells"] == 16
+    calibration = json.loads((trained / "model" / "calibration.json").read_text())
+    assert calibration["cells"] == 16
     result = json.loads((trained / "eval.json").read_text())
     assert METRIC_KEYS <= set(result) and result["num_cells"] == 16 and result["epoch"] == 1
+    # Records name files by their run folder, not by where this machine keeps them: they get committed and pushed.
+    assert result["model"] == "mobilenetv2/model"
+    assert calibration["fitted_on"] == ["mobilenetv2/eval_predictions.csv"]
     for name in ("training_curves.png", "eval_confusion_matrix.png", "eval_roc.png", "metrics.csv"):
         assert (trained / name).stat().st_size > 0
 

@@ -21,6 +21,7 @@ from scipy.optimize import minimize_scalar
 
 from hub.export import CALIBRATION_NAME
 from training import atomic
+from training.evaluate import run_relative
 
 
 def read_predictions(paths: list[str | Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -77,7 +78,7 @@ def calibrate(predictions: list[str | Path], model_dir: str | Path) -> dict:
     after = calibrated(scores, temperature)
     record = {
         "temperature": temperature,
-        "fitted_on": [str(p) for p in predictions],
+        "fitted_on": [run_relative(p) for p in predictions],
         "cells": int(len(labels)),
         "nll_before": nll(labels, scores),
         "nll_after": nll(labels, after),

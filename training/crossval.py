@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from training.compare import METRICS, mean_sd
-from training.evaluate import report, write_report
+from training.evaluate import report, run_relative, write_report
 from training.presets import as_ran
 
 # run_config.json keys that describe the data, split or machine rather than the recipe.
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         folds = [read_fold(run, args.evaluation) for run in args.runs]
         final_config = _read_json(args.model_dir.parent / "run_config.json") if args.model_dir else None
-        result, rows = pool(folds, final_config, model=str(args.model_dir or ""))
+        result, rows = pool(folds, final_config, model=run_relative(args.model_dir) if args.model_dir else "")
     except (FileNotFoundError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

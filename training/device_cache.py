@@ -41,7 +41,7 @@ class DecodedCells:
 
     def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
         """The cells at ``index`` as a (n, c, h, w) channels-last batch, the layout the decoding loader gives."""
-        return self.pixels[index.to(self.pixels.device)].permute(0, 3, 1, 2)
+        return self.pixels[index.to(self.pixels.device, non_blocking=True)].permute(0, 3, 1, 2)
 
     @staticmethod
     def fit_on(device: torch.device, cells: int, size: int) -> bool:

@@ -106,6 +106,12 @@ def predict(
     return torch.cat(probs), torch.cat(labels), torch.cat(index)
 
 
+def run_relative(path: str | Path) -> str:
+    """``path`` named by its run folder (``RUN/model``), not by where this machine keeps it: records travel."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}"
+
+
 def report(probs: torch.Tensor, labels: torch.Tensor, patient_ids: list[str], **context) -> dict:
     """All metrics of the project's evaluate module, with ``context`` (model, split, ...) in front."""
     metric = cnmc_metric()

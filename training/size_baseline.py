@@ -36,7 +36,7 @@ from sklearn.metrics import roc_auc_score
 from training import atomic
 from training.compare import METRICS, mean_sd
 from training.data import BACKGROUND_LEVEL, CNMCDataError, add_data_arguments, load_from_args
-from training.evaluate import report, write_report
+from training.evaluate import report, run_relative, write_report
 from training.plots import plot_patients_by_size
 from training.splits import load_assignment, split_cv_fold
 
@@ -198,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.predictions:
             areas = {_cell_key(r["path"]): r["cell_area"] for r in rows}
             probs, labels, cell_areas, patients = read_predictions(args.predictions, areas)
-            # Named by its run folder, not by where this machine keeps it: the card and the Hub show both.
-            source = f"{args.predictions.parent.name}/{args.predictions.name}"
+            source = run_relative(args.predictions)  # the card and the Hub show it
             dependence = {"predictions": source} | size_dependence(probs, labels, cell_areas)
     except (CNMCDataError, OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)

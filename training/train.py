@@ -42,7 +42,7 @@ from training.backbones import PretrainedWeightsUnavailable, create_model, resol
 from training.calibrate import calibrate
 from training.data import CLASS_NAMES, CNMCDataError, add_data_arguments, load_from_args
 from training.device_cache import DecodedCells
-from training.evaluate import make_loader, predict, report, write_report
+from training.evaluate import make_loader, predict, report, run_relative, write_report
 from training.plots import plot_training_curves
 from training.presets import AUGMENTATION_FIELDS, PRESETS, RECIPE_FIELDS, Recipe, build_recipe
 from training.splits import split_by_folds, split_cv_fold
@@ -337,7 +337,7 @@ def train(args: argparse.Namespace) -> Path:
                 probs,
                 labels,
                 rows_val["patient_id"],
-                model=str(out / "model"),
+                model=run_relative(out / "model"),
                 split=val_description,
                 epoch=epoch + 1,
             )
