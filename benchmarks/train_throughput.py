@@ -1,12 +1,16 @@
 """Training images/s per backbone: the real input pipeline against synthetic in-GPU batches (the ceiling).
 
     python -m benchmarks.train_throughput --data-dir PREPARED_OR_RAW [--backbones mobilenetv2 ...] \
-        [--batch-size 128] [--steps 40] [--num-workers 8 6] [--output benchmarks/results/train_throughput.json]
+        [--batch-size 128] [--steps 40] [--rounds 3] [--num-workers 8 6] \
+        [--output benchmarks/results/train_throughput.json]
 
 The synthetic figure times the model step alone (forward, backward, optimizer; bf16 autocast and
 channels_last on a GPU) on one batch already on the device. The pipeline figure feeds the same step as training
 does, then the best preset's augmentation on the device, so it can only be lower. Both are measured in the same
-run, so their ratio holds whichever card ran it. Each backbone gets a row per input:
+run, so their ratio holds whichever card ran it: in ``--rounds`` pairs of windows of ``--steps`` steps, one of each
+in turn, because a small model's step is bound by the host launching its kernels, and the host's speed drifts (on
+an H200, MobileNetV2's ceiling moved between 4,350 and 6,540 img/s within one process). Each row gives the medians
+and the median of the paired ratios. Each backbone gets a row per input:
 - ``"input": "decoded every epoch"``, one row per ``--num-workers`` count: the DataLoader decodes on CPU workers
   (workers on every core can starve the main process that launches the GPU's work, so fewer may feed it faster);
 - ``"input": "decoded once"``: the cells decoded once into device memory, batches gathered there
@@ -20,6 +24,7 @@ import argparse
 import itertools
 import json
 import platform
+import statistics
 import time
 
 import datasets
@@ -55,7 +60,7 @@ def _rate(batches, step, device, warmup: int, steps: int, batch_size: int) -> fl
 def measure(
     name: str, train_set: datasets.Dataset, cells: DecodedCells, args: argparse.Namespace, quiet: bool = False
 ) -> list[dict]:
-    """One row per loader worker count in ``args.num_workers`` and one for ``cells``, beside the same ceiling."""
+    """One row per loader worker count in ``args.num_workers`` and one for ``cells``, each beside the ceiling."""
     backbone = resolve_backbone(name)
     accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
     device = accelerator.device
@@ -82,32 +87,39 @@ def measure(
 
     bs = args.batch_size
     fixed = (torch.randn(bs, 3, size, size, device=device), torch.randint(0, 2, (bs,), device=device))
-    synthetic = _rate(itertools.repeat(fixed), step, device, args.warmup, args.steps, bs)
+    width = train_set[0]["image"].width
     inputs = [("decoded every epoch", workers) for workers in args.num_workers] + [("decoded once", 0)]
     rows = []
     for source, workers in inputs:
-        cached = source == "decoded once"
-        width = train_set[0]["image"].width
-        loader = make_loader(
-            train_set, None if cached else FixedSizeTensor(width), bs, shuffle=True, num_workers=workers
-        )
-        # A new pass over the loader each epoch: itertools.cycle would replay its first epoch from memory.
-        batches = (
-            (cells[b["index"]] if cached else b["pixel_values"], b["labels"]) for _ in itertools.count() for b in loader
-        )
+        if source == "decoded once":
+            loader = cells.loader(bs, seed=0)
+            # A new pass over the loader each epoch: itertools.cycle would replay its first epoch from memory.
+            batches = (cells[index] for _ in itertools.count() for index in loader)
+        else:
+            loader = make_loader(train_set, FixedSizeTensor(width), bs, shuffle=True, num_workers=workers)
+            batches = ((b["pixel_values"], b["labels"]) for _ in itertools.count() for b in loader)
         loader_only = _rate(batches, lambda b: None, device, args.warmup, args.steps, bs)
         # The device-side augmentation alone, on one decoded batch already on the device.
         decoded = next(batches)[0].to(device)
         augment_only = _rate(itertools.repeat(decoded), augment, device, args.warmup, args.steps, bs)
-        pipeline = _rate(batches, step, device, args.warmup, args.steps, bs)
+        for batch in itertools.islice(batches, args.warmup):  # this input's first steps start its loader
+            step(batch)
+        # Each pipeline window first uses up what the workers prefetched while the ceiling's window ran.
+        prefetched = 2 * workers
+        synthetic, pipeline = [], []
+        for _ in range(args.rounds):
+            synthetic.append(_rate(itertools.repeat(fixed), step, device, 2, args.steps, bs))
+            pipeline.append(_rate(batches, step, device, 2 + prefetched, args.steps, bs))
+        ratios = [p / c for p, c in zip(pipeline, synthetic, strict=True)]
         row = {
             "backbone": backbone.timm_name,
             "img_size": size,
             "input": source,
             "num_workers": workers,
-            "synthetic_img_per_s": round(synthetic, 1),
-            "pipeline_img_per_s": round(pipeline, 1),
-            "pipeline_fraction_of_ceiling": round(pipeline / synthetic, 3),
+            "synthetic_img_per_s": round(statistics.median(synthetic), 1),
+            "pipeline_img_per_s": round(statistics.median(pipeline), 1),
+            "pipeline_fraction_of_ceiling": round(statistics.median(ratios), 3),
+            "fraction_range": [round(min(ratios), 3), round(max(ratios), 3)],
             "loader_only_img_per_s": round(loader_only, 1),
             "augment_only_img_per_s": round(augment_only, 1),
         }
@@ -124,7 +136,8 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="+", default=[b.thesis_name for b in BACKBONES])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=40, help="timed steps a window")
+    parser.add_argument("--rounds", type=int, default=3, help="pairs of ceiling and pipeline windows per input")
     parser.add_argument("--num-workers", type=int, nargs="+", default=[8, 6])
     parser.add_argument("--output", default="benchmarks/results/train_throughput.json")
     args = parser.parse_args()
@@ -137,7 +150,9 @@ def main() -> None:
     started = time.perf_counter()
     cells = DecodedCells.decode(train_set, train_set[0]["image"].width, device, num_workers=max(args.num_workers))
     decode_seconds = time.perf_counter() - started
-    warm_up = argparse.Namespace(**{**vars(args), "warmup": 2, "steps": 5, "num_workers": args.num_workers[:1]})
+    warm_up = argparse.Namespace(
+        **{**vars(args), "warmup": 2, "steps": 5, "rounds": 1, "num_workers": args.num_workers[:1]}
+    )
     measure(args.backbones[0], train_set, cells, warm_up, quiet=True)
     output = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",

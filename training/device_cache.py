@@ -4,13 +4,14 @@ A loader that decodes every epoch fed an H100 about 4,900 cells/s, below MobileN
 (``benchmarks/results/``): the main process had to pass 39 MB of pixels a batch on to the GPU. Decoded, the 7,108
 cells of C-NMC's two folds are 2.2 GB of uint8 at 320 px, which a GPU holds with room to spare; each batch is then
 a gather on the device, and the augmentation (:class:`training.transforms.BatchAugment`) works on it as it would on
-a decoded batch: the same pixels, in the same order (``make_loader(..., transform=None)``).
+a decoded batch: the same pixels, in the same order.
 """
 
 from __future__ import annotations
 
 import datasets
 import torch
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from training.evaluate import make_loader
@@ -21,10 +22,11 @@ FREE_MEMORY_SHARE = 0.25
 
 
 class DecodedCells:
-    """Every cell of a dataset as uint8 at one size, in row order, on one device."""
+    """Every cell of a dataset as uint8 at one size, and its label, in row order, on one device."""
 
-    def __init__(self, pixels: torch.Tensor):
+    def __init__(self, pixels: torch.Tensor, labels: torch.Tensor):
         self.pixels = pixels  # (n, h, w, c): a gather of whole cells reads contiguous memory
+        self.labels = labels
 
     @classmethod
     def decode(
@@ -37,11 +39,26 @@ class DecodedCells:
             decoded = batch["pixel_values"]  # (n, c, h, w) viewed over (n, h, w, c) memory
             pixels[start : start + len(decoded)] = decoded.permute(0, 2, 3, 1).to(device, non_blocking=True)
             start += len(decoded)
-        return cls(pixels)
+        return cls(pixels, torch.tensor(dataset["label"], device=device))
 
-    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
-        """The cells at ``index`` as a (n, c, h, w) channels-last batch, the layout the decoding loader gives."""
-        return self.pixels[index.to(self.pixels.device, non_blocking=True)].permute(0, 3, 1, 2)
+    def loader(self, batch_size: int, *, seed: int) -> DataLoader:
+        """Batches of row indices, shuffled as ``make_loader(dataset, ..., shuffle=True, seed=seed)`` shuffles rows.
+
+        Plain integers: fetching even two columns of 128 rows through ``datasets`` costs the host ten times as much,
+        and for a small model on a GPU the host's time per step is the step's time.
+        """
+        return DataLoader(
+            range(len(self.labels)),
+            batch_size=batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(seed),
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def __getitem__(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cells at ``index``, (n, c, h, w) channels-last as the decoding loader lays them out, and their labels."""
+        index = index.to(self.pixels.device, non_blocking=True)  # a blocking copy would wait for the GPU
+        return self.pixels[index].permute(0, 3, 1, 2), self.labels[index]
 
     @staticmethod
     def fit_on(device: torch.device, cells: int, size: int) -> bool:

@@ -49,9 +49,7 @@ def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
 
 
 def collate(examples: list[dict]) -> dict:
-    batch = (
-        {"pixel_values": stack_images([e["pixel_values"] for e in examples])} if "pixel_values" in examples[0] else {}
-    )
+    batch = {"pixel_values": stack_images([e["pixel_values"] for e in examples])}
     for key in ("labels", "index"):
         if key in examples[0]:
             batch[key] = torch.tensor([e[key] for e in examples])
@@ -61,20 +59,12 @@ def collate(examples: list[dict]) -> dict:
 def make_loader(
     dataset: datasets.Dataset, transform, batch_size: int, *, shuffle: bool, num_workers: int, seed: int = 0
 ) -> DataLoader:
-    """A DataLoader over ``dataset`` decoded and transformed on the fly, keeping each row's index.
-
-    With ``transform=None`` it decodes nothing: its batches hold the rows' indices and labels, in the order the
-    decoding loader would give them, for cells decoded once into memory (``training.device_cache``).
-    """
+    """A DataLoader over ``dataset`` decoded and transformed on the fly, keeping each row's index."""
     if "index" not in dataset.column_names:
         dataset = dataset.add_column("index", list(range(len(dataset))))
-    if transform is None:
-        rows = dataset.select_columns(["label", "index"]).rename_column("label", "labels")
-    else:
-        rows = dataset.with_transform(pixel_batch(transform))
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
-        rows,
+        dataset.with_transform(pixel_batch(transform)),
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=num_workers,

@@ -234,25 +234,25 @@ def train(args: argparse.Namespace) -> Path:
     device_cache = args.device_cache
     if device_cache is None:
         device_cache = DecodedCells.fit_on(accelerator.device, len(train_set), width)
-    cells = (
-        DecodedCells.decode(
+    if device_cache:
+        cells = DecodedCells.decode(
             train_set,
             width,
             accelerator.device,
             num_workers=args.num_workers,
             show_progress=accelerator.is_main_process,
         )
-        if device_cache
-        else None
-    )
-    train_loader = make_loader(
-        train_set,
-        None if device_cache else FixedSizeTensor(width),
-        recipe.batch_size,
-        shuffle=True,
-        num_workers=0 if device_cache else args.num_workers,  # indices only: nothing to decode
-        seed=args.seed,
-    )
+        train_loader = cells.loader(recipe.batch_size, seed=args.seed)
+    else:
+        cells = None
+        train_loader = make_loader(
+            train_set,
+            FixedSizeTensor(width),
+            recipe.batch_size,
+            shuffle=True,
+            num_workers=args.num_workers,
+            seed=args.seed,
+        )
     val_loader = (
         make_loader(val_set, eval_transform(model), recipe.batch_size * 2, shuffle=False, num_workers=args.num_workers)
         if val_set is not None
@@ -295,10 +295,11 @@ def train(args: argparse.Namespace) -> Path:
             train_loader, desc=f"Epoch {epoch + 1}/{recipe.epochs}", disable=not accelerator.is_local_main_process
         )
         for step, batch in enumerate(bar):
-            x = augment(cells[batch["index"]] if cells is not None else batch["pixel_values"])
+            pixels, labels = cells[batch] if cells is not None else (batch["pixel_values"], batch["labels"])
+            x = augment(pixels)
             if x.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            target = batch["labels"]
+            target = labels
             if recipe.mixup:
                 x, target = mix_batch(x, target, recipe.mixup, len(CLASS_NAMES))
             logits = model(x)
@@ -309,9 +310,7 @@ def train(args: argparse.Namespace) -> Path:
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
                 ema.update(accelerator.unwrap_model(model))
-            p, y, batch_loss = accelerator.gather_for_metrics(
-                (logits.argmax(-1), batch["labels"], loss.detach().repeat(len(x)))
-            )
+            p, y, batch_loss = accelerator.gather_for_metrics((logits.argmax(-1), labels, loss.detach().repeat(len(x))))
             preds.append(p)
             targets.append(y)
             loss_sum += batch_loss.sum()
