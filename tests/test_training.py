@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import FIXTURES
 from safetensors.torch import load_file
 
-from training import evaluate, train
+from training import ensemble, evaluate, train
+from training.calibrate import calibrated
 from training.presets import PRESETS
 from training.splits import load_assignment
 
@@ -113,6 +115,36 @@ def test_evaluate_on_one_cross_validation_fold(trained, tmp_path, cnmc):
 def test_evaluate_refuses_unlabelled_cells(trained, tmp_path, capsys):
     assert run_evaluate(trained, tmp_path / "x.json", "--split", "final_test") == 2
     assert "unlabelled" in capsys.readouterr().err
+
+
+def test_ensemble_averages_calibrated_probabilities_of_the_same_cells(trained, tmp_path, capsys):
+    """Two members: the mean of their calibrated P(ALL) per cell; a member that scored other cells is refused."""
+    other = tmp_path / "other"
+    other.mkdir()
+    rows = list(csv.DictReader((trained / "eval_predictions.csv").open()))
+    with (other / "eval_predictions.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "prob_all": str(1 - float(r["prob_all"]))} for r in rows)
+    (other / "calibration.json").write_text(json.dumps({"temperature": 2.0}))
+    (other / "eval.json").write_text((trained / "eval.json").read_text())
+    output = tmp_path / "ensemble" / "eval.json"
+    assert ensemble.main([str(trained), str(other), "--output", str(output)]) == 0
+    temperature = json.loads((trained / "model" / "calibration.json").read_text())["temperature"]
+    got = {r["path"]: float(r["prob_all"]) for r in csv.DictReader(output.with_name("eval_predictions.csv").open())}
+    for r in rows:
+        p = np.array([float(r["prob_all"])])
+        expected = (calibrated(p, temperature) + calibrated(1 - p, 2.0)) / 2
+        assert got[r["path"]] == pytest.approx(expected[0], abs=1e-6)
+    result = json.loads(output.read_text())
+    assert METRIC_KEYS <= set(result) and result["num_cells"] == len(rows)
+    assert [m["temperature"] for m in result["members"]] == [pytest.approx(temperature), 2.0]
+    with (other / "eval_predictions.csv").open("w", newline="") as handle:  # one cell fewer
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows[1:])
+    assert ensemble.main([str(trained), str(other), "--output", str(output)]) == 2
+    assert "other cells" in capsys.readouterr().err
 
 
 def test_resume_continues_exactly(tmp_path):
