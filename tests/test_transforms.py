@@ -1,5 +1,6 @@
 """Preprocessing comes from the model's own config; augmentation only adds random ops in front of it."""
 
+import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
@@ -94,8 +95,9 @@ def test_colour_jitter_is_torchvisions_brightness_contrast_and_saturation(cnmc, 
     x = torch.stack([FixedSizeTensor(128)(i) for i in cnmc["fold_0"][:4]["image"]])
     plain = BatchAugment(model, Augmentation())(x)
     jitter = BatchAugment(model, Augmentation(color_jitter=0.2))
-    # Every factor at 0.9: below 1, so torchvision's clamp after each op changes nothing.
-    monkeypatch.setattr(jitter, "_uniform", lambda n, low, high: torch.full((n,), low + (high - low) / 4))
+    # Every draw at a quarter of its range: each factor 0.9, below 1, so torchvision's clamp after each op changes
+    # nothing; no rotation, zoom or flip.
+    monkeypatch.setattr(jitter, "_uniforms", lambda n: np.full((n, 9), 0.25))
     rgb = plain * jitter.std + jitter.mean
     expected = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(rgb, 0.9), 0.9), 0.9)
     assert torch.allclose(jitter(x) * jitter.std + jitter.mean, expected, atol=1e-5)
@@ -112,7 +114,7 @@ def test_hue_shift_changes_colour_but_keeps_luminance(cnmc):
         return normalised * augment.std + augment.mean
 
     def luminance(image):
-        return (augment.to_yiq[0].view(1, 3, 1, 1) * image).sum(1)
+        return (augment.luma.view(1, 3, 1, 1) * image).sum(1)
 
     unclipped = ((rgb(shifted) > 1e-4) & (rgb(shifted) < 1 - 1e-4)).all(1)
     assert unclipped.float().mean() > 0.1  # the cell; the black background sits at 0

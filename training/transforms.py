@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -69,80 +70,76 @@ class BatchAugment(torch.nn.Module):
         self.augmentation = augmentation
         self.register_buffer("mean", torch.tensor(config["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config["std"]).view(1, 3, 1, 1), persistent=False)
-        # Constants live on the device, and the inverse is taken once: copying a tensor to the GPU, or
-        # torch.linalg.inv there, would make the host wait for the GPU on every batch.
-        to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-        self.register_buffer("to_yiq", to_yiq, persistent=False)
-        self.register_buffer("to_rgb", torch.linalg.inv(to_yiq.double()).float(), persistent=False)
-        self.register_buffer("luma", to_yiq[0], persistent=False)  # grey = luma . rgb, the weights ColorJitter uses
+        to_yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+        self.to_yiq, self.to_rgb = to_yiq, np.linalg.inv(to_yiq)
+        self.register_buffer("luma", torch.tensor(to_yiq[0], dtype=torch.float32), persistent=False)  # grey = luma.rgb
 
-    def _uniform(self, n: int, low: float, high: float) -> torch.Tensor:
-        return torch.empty(n, device=self.mean.device).uniform_(low, high)
+    def _uniforms(self, n: int) -> np.ndarray:
+        """(n, 9) uniforms in [0, 1), one column per random choice, from torch's CPU generator (seeded runs repeat)."""
+        return torch.rand(n, 9, dtype=torch.float64).numpy()
 
-    def _chance(self, n: int, p: float) -> torch.Tensor:
-        return torch.rand(n, device=self.mean.device) < p
+    def _draw(self, n: int) -> np.ndarray:
+        """Every image's random maps, built on the CPU and packed flat for one copy to the device.
+
+        The (2, 3) affine map of output to input coordinates (centre crop, zoom, rotation, flips), the (3, 3) colour
+        matrix that also scales 0-255 to 0-1, and the (3,) offset per unit of the image's mean grey (contrast blends
+        with it, and only the device knows it). Built here with numpy, they cost the host a few microseconds; as
+        ~40 small kernels on the device they cost it over a millisecond a batch, which a small model's step, bound
+        by the host launching its kernels, pays in full.
+        """
+        a, u = self.augmentation, self._uniforms(n)
+
+        def between(column: int, low: float, high: float) -> np.ndarray:
+            return low + (high - low) * u[:, column]
+
+        scale = np.full(n, self.size / self.resize)
+        if (a.zoom or a.zoom_out) and a.zoom_prob:
+            scale = np.where(u[:, 1] < a.zoom_prob, scale / between(0, 1.0 - a.zoom_out, 1.0 + a.zoom), scale)
+        angle = np.deg2rad(between(2, -a.rotation, a.rotation))
+        flip_x, flip_y = np.where(u[:, 3] < a.hflip, -1.0, 1.0), np.where(u[:, 4] < a.vflip, -1.0, 1.0)
+        cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
+        theta = np.zeros((n, 2, 3))
+        theta[:, 0, :2] = np.stack([cos * flip_x, -sin * flip_y], -1)
+        theta[:, 1, :2] = np.stack([sin * flip_x, cos * flip_y], -1)
+        matrix, per_grey = np.tile(np.eye(3) / 255, (n, 1, 1)), np.zeros((n, 3, 1))
+        if a.color_jitter:  # brightness, contrast and saturation, as torchvision's ColorJitter defines them
+            brightness, contrast, saturation = (between(c, 1 - a.color_jitter, 1 + a.color_jitter) for c in (5, 6, 7))
+            # Saturation blends each pixel with its grey; the grey's weights sum to 1, so it keeps a grey offset.
+            desaturate = saturation[:, None, None] * np.eye(3) + (1 - saturation)[:, None, None] * self.to_yiq[0]
+            matrix = desaturate @ (matrix * (brightness * contrast)[:, None, None])
+            per_grey = np.ones((n, 3, 1)) * ((1 - contrast) * brightness / 255)[:, None, None]
+        if a.hue:  # rotate the chroma plane of YIQ: a hue shift without an HSV round trip
+            turn = between(8, -a.hue, a.hue) * 2 * math.pi
+            rotation = np.zeros((n, 3, 3))
+            rotation[:, 0, 0] = 1
+            rotation[:, 1:, 1:] = np.stack(
+                [np.stack([np.cos(turn), -np.sin(turn)], -1), np.stack([np.sin(turn), np.cos(turn)], -1)], 1
+            )
+            rotate = self.to_rgb @ rotation @ self.to_yiq
+            matrix, per_grey = rotate @ matrix, rotate @ per_grey
+        return np.concatenate([theta.ravel(), matrix.ravel(), per_grey.ravel()])
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        a, n = self.augmentation, images.shape[0]
+        n, device = images.shape[0], images.device
+        params = torch.from_numpy(self._draw(n)).float()
+        if device.type == "cuda":  # from pinned memory the copy is queued; from pageable memory the host would wait
+            params = params.pin_memory().to(device, non_blocking=True)
+        theta, matrix, per_grey = params[: 6 * n].view(n, 2, 3), params[6 * n : 15 * n].view(n, 3, 3), params[15 * n :]
         # The loader's batches come channels-last (training.evaluate.stack_images); the ops below run faster on
         # contiguous ones on a CPU, and on a GPU the copy costs next to nothing. Pixels stay 0-255 until the colour
-        # map, which takes the division along: one pass fewer over the batch.
+        # matrix, which takes the division along: one pass fewer over the batch.
         x = images.contiguous().float()
         if self.resize < ANTIALIAS_BELOW * x.shape[-1]:
             x = F.interpolate(x, size=(self.resize, self.resize), mode=self.mode, antialias=True).clamp_(0, 255)
-        # Output coordinates -> input coordinates: centre crop, zoom, rotation and flips in one affine map.
-        scale = torch.full((n,), self.size / self.resize, device=x.device)
-        if (a.zoom or a.zoom_out) and a.zoom_prob:
-            zoom = self._uniform(n, 1.0 - a.zoom_out, 1.0 + a.zoom)
-            scale = torch.where(self._chance(n, a.zoom_prob), scale / zoom, scale)
-        angle = self._uniform(n, -a.rotation, a.rotation).deg2rad()
-        flip_x = torch.where(self._chance(n, a.hflip), -1.0, 1.0)
-        flip_y = torch.where(self._chance(n, a.vflip), -1.0, 1.0)
-        cos, sin, zero = angle.cos() * scale, angle.sin() * scale, torch.zeros(n, device=x.device)
-        theta = torch.stack(
-            [torch.stack([cos * flip_x, -sin * flip_y, zero], -1), torch.stack([sin * flip_x, cos * flip_y, zero], -1)],
-            1,
-        )
         grid = F.affine_grid(theta, [n, 3, self.size, self.size], align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        matrix, offset = self._colour_map(x)
-        x = torch.baddbmm(offset, matrix, x.flatten(2)).view_as(x)
-        return x.clamp_(0, 1).sub_(self.mean).div_(self.std)
-
-    def _colour_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per image, the (3, 3) matrix and (3, 1) offset that scale 0-255 pixels to 0-1 and apply the colour jitter.
-
-        Brightness, contrast and saturation, as torchvision's ColorJitter defines them and in that order, and the
-        hue rotation in YIQ are each linear in the pixels once the image's mean grey is known, so together they are
-        one affine map: one pass over the batch on the device instead of a dozen.
-        """
-        a, n = self.augmentation, x.shape[0]
-        matrix = torch.eye(3, device=x.device).expand(n, 3, 3) / 255
-        offset = torch.zeros(n, 3, 1, device=x.device)
-        if a.color_jitter:
-            j = a.color_jitter
-            brightness, contrast, saturation = (self._uniform(n, 1 - j, 1 + j).view(n, 1, 1) for _ in range(3))
-            mean_grey = brightness * (x.mean((-1, -2)) @ self.luma).view(n, 1, 1) / 255
-            # Contrast blends with the mean grey; saturation with each pixel's grey, whose weights sum to 1.
-            matrix = matrix * brightness * contrast
-            offset = (1 - contrast) * mean_grey.expand(n, 3, 1)
-            grey = self.luma.expand(n, 3, 3)
-            desaturate = saturation * torch.eye(3, device=x.device) + (1 - saturation) * grey
-            matrix, offset = desaturate @ matrix, desaturate @ offset
-        if a.hue:
-            rotate = _hue_matrix(self._uniform(n, -a.hue, a.hue) * 2 * math.pi, self.to_yiq, self.to_rgb)
-            matrix, offset = rotate @ matrix, rotate @ offset
-        return matrix, offset
-
-
-def _hue_matrix(angle: torch.Tensor, to_yiq: torch.Tensor, to_rgb: torch.Tensor) -> torch.Tensor:
-    """(n, 3, 3) RGB maps that rotate the chroma plane of YIQ: a hue shift without an HSV round trip."""
-    cos, sin, one, zero = angle.cos(), angle.sin(), torch.ones_like(angle), torch.zeros_like(angle)
-    rotation = torch.stack(
-        [torch.stack([one, zero, zero], -1), torch.stack([zero, cos, -sin], -1), torch.stack([zero, sin, cos], -1)], 1
-    )
-    return to_rgb @ rotation @ to_yiq
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).flatten(2)
+        if self.augmentation.color_jitter:
+            grey = x.mean(-1) @ self.luma
+            x = torch.baddbmm(per_grey.view(n, 3, 1) * grey.view(n, 1, 1), matrix, x)
+        else:
+            x = torch.bmm(matrix, x)
+        return x.view(n, 3, self.size, self.size).clamp_(0, 1).sub_(self.mean).div_(self.std)
 
 
 def mix_batch(
