@@ -89,6 +89,14 @@ def test_refuses_a_patient_scored_twice_or_mixed_recipes(runs, tmp_path, capsys)
     assert "recipes differ in lr" in capsys.readouterr().err
 
 
+def test_pools_runs_that_differ_only_in_how_their_cells_reached_the_device(runs, tmp_path):
+    """--device-cache trains on the same batches, so a fold decoded once pools with folds decoded every epoch."""
+    folds, final = runs
+    cached = _copy_run(folds[1], tmp_path / "cv1", device_cache=True)
+    older = _copy_run(folds[2], tmp_path / "cv2", device_cache=None)  # written before the option existed
+    assert crossval.main([str(folds[0]), str(cached), str(older), "--output", str(tmp_path / "pooled.json")]) == 0
+
+
 def test_a_run_older_than_a_recipe_field_pools_with_runs_that_set_its_default(runs, tmp_path, capsys):
     folds, final = runs
     head_off = [_copy_run(f, tmp_path / f.name, zero_head=False) for f in folds]

@@ -47,6 +47,7 @@ _NOT_RECIPE = {
     "data_dir",
     "keep_epoch",
     "seed",
+    "device_cache",  # how the cells reach the device, not what the model sees (the batches are the same)
 }
 
 
