@@ -295,11 +295,11 @@ def train(args: argparse.Namespace) -> Path:
             train_loader, desc=f"Epoch {epoch + 1}/{recipe.epochs}", disable=not accelerator.is_local_main_process
         )
         for step, batch in enumerate(bar):
-            pixels, labels = cells[batch] if cells is not None else (batch["pixel_values"], batch["labels"])
+            pixels, batch_labels = cells[batch] if cells is not None else (batch["pixel_values"], batch["labels"])
             x = augment(pixels)
             if x.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            target = labels
+            target = batch_labels
             if recipe.mixup:
                 x, target = mix_batch(x, target, recipe.mixup, len(CLASS_NAMES))
             logits = model(x)
@@ -310,7 +310,9 @@ def train(args: argparse.Namespace) -> Path:
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
                 ema.update(accelerator.unwrap_model(model))
-            p, y, batch_loss = accelerator.gather_for_metrics((logits.argmax(-1), labels, loss.detach().repeat(len(x))))
+            p, y, batch_loss = accelerator.gather_for_metrics(
+                (logits.argmax(-1), batch_labels, loss.detach().repeat(len(x)))
+            )
             preds.append(p)
             targets.append(y)
             loss_sum += batch_loss.sum()
