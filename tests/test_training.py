@@ -162,6 +162,24 @@ def test_resume_continues_exactly(tmp_path):
     assert rows[0][2].split(",")[:9] == rows[1][2].split(",")[:9]  # epoch 2, up to the timings
 
 
+def test_checkpoint_every_n_epochs_and_when_stopping(tmp_path, monkeypatch):
+    saved = []
+    write_text = train.atomic.write_text
+
+    def record(path, text):
+        if Path(path).name == "trainer_state.json":
+            saved.append(json.loads(text)["epoch"])
+        write_text(path, text)
+
+    monkeypatch.setattr(train.atomic, "write_text", record)
+    common = [*TINY, "--epochs", "3", "--max-train-cells", "16", "--max-val-cells", "8", "--checkpoint-every", "2"]
+    assert train.main([*common, "--output-dir", str(tmp_path / "every2")]) == 0
+    assert saved == [2, 3]  # and the last epoch, though 3 is not a multiple of 2
+    saved.clear()
+    assert train.main([*common, "--output-dir", str(tmp_path / "stopped"), "--stop-after", "1"]) == 0
+    assert saved == [1]  # a planned stop keeps its epoch for --resume
+
+
 def test_cells_decoded_once_train_exactly_as_cells_decoded_every_epoch(tmp_path):
     """--device-cache feeds the augmentation the same pixels in the same order, so the runs are identical."""
     runs = {flag: tmp_path / flag for flag in ("--device-cache", "--no-device-cache")}

@@ -4,11 +4,11 @@
         [--preset best|thesis] [--train-folds fold_0 --val-folds fold_1 | --cv-split FILE --cv-fold K] \
         [--no-pretrained] [--resume] [--epochs N --lr X ...]
 
-The run folder gets run_config.json (every hyperparameter), metrics.csv (a row per epoch),
-training_curves.png, checkpoints/last (``accelerator.save_state`` after every epoch, for --resume),
-and model/: the best epoch by validation weighted F1 (or with --keep-epoch latest, the latest one), in timm's
-Hub format, with eval.json and its plots, and the model's calibration temperature fitted on those validation
-patients (model/calibration.json).
+The run folder gets run_config.json (every hyperparameter), metrics.csv (a row per epoch), training_curves.png,
+checkpoints/last (``accelerator.save_state`` after every epoch, or every --checkpoint-every N, for --resume), and
+model/: the best epoch by validation weighted F1 (or with --keep-epoch latest, the latest one), in timm's Hub format,
+with eval.json and its plots, and the model's calibration temperature fitted on those validation patients
+(model/calibration.json).
 """
 
 from __future__ import annotations
@@ -113,9 +113,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="else accelerate's setting")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     parser.add_argument("--stop-after", type=int, help="end this invocation after N epochs (continue with --resume)")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="save the state for --resume every N epochs, when stopping and at the end: an interruption loses at "
+        "most N epochs (a large model's state takes seconds to write: VGG19's is 2.3 GB)",
+    )
     parser.add_argument("--max-train-cells", type=int, help="random subset for smoke tests")
     parser.add_argument("--max-val-cells", type=int, help="random subset for smoke tests")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.checkpoint_every < 1:
+        parser.error("--checkpoint-every must be at least 1")
+    return args
 
 
 def choose_split(
@@ -379,13 +390,16 @@ def train(args: argparse.Namespace) -> Path:
                 )
                 + f" | {row['train_img_per_s']:.0f} img/s{' *' if improved else ''}"
             )
-        tmp_state = last.with_name("last.tmp")
-        accelerator.save_state(str(tmp_state))
-        if accelerator.is_main_process:
-            atomic.write_text(tmp_state / "trainer_state.json", json.dumps({"epoch": epoch + 1, "best_f1": best_f1}))
-            atomic.replace_dir(tmp_state, last)
-        accelerator.wait_for_everyone()
-        if args.stop_after and epoch + 1 - start_epoch >= args.stop_after and epoch + 1 < recipe.epochs:
+        stopping = bool(args.stop_after) and epoch + 1 - start_epoch >= args.stop_after and epoch + 1 < recipe.epochs
+        if (epoch + 1) % args.checkpoint_every == 0 or epoch + 1 == recipe.epochs or stopping:
+            tmp_state = last.with_name("last.tmp")
+            accelerator.save_state(str(tmp_state))
+            if accelerator.is_main_process:
+                state = {"epoch": epoch + 1, "best_f1": best_f1}
+                atomic.write_text(tmp_state / "trainer_state.json", json.dumps(state))
+                atomic.replace_dir(tmp_state, last)
+            accelerator.wait_for_everyone()
+        if stopping:
             accelerator.print(f"Stopping after epoch {epoch + 1} (--stop-after); continue with --resume")
             break
     if accelerator.is_main_process:
