@@ -15,6 +15,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from hub.export import CONFIG_NAME
 from hub.load import read_calibration
 from training.backbones import resolve_backbone
+from training.crossval import OTHER_SEED_METRICS
 from training.size_baseline import DEPENDENCE_NAME, PLOT_NAME
 
 RUN_CONFIG_NAME = "run_config.json"
@@ -198,6 +199,17 @@ def _evaluation(evaluation: dict, flipped: dict | None, plots: list[str]) -> str
             [(f["run"], f["epoch"], *(_number(f[k]) for k in _INDEXED)) for f in evaluation["folds"]],
         )
         metrics += f"\n\nEach fold's model on its own validation patients:\n\n{folds}"
+    if evaluation.get("other_seeds"):  # training.crossval --other-seed: the same recipe's other draws
+        columns = {k: _METRICS[k].split(" (")[0] for k in OTHER_SEED_METRICS}
+        seeds = _table(
+            ["cross-validation", *columns.values()],
+            [("the one above", *(_number(evaluation[k]) for k in columns))]
+            + [(f"seed {s['seed']}", *(_number(s[k]) for k in columns)) for s in evaluation["other_seeds"]],
+        )
+        metrics += (
+            "\n\nA cross-validation with one seed is one draw of the recipe. The same recipe with other seeds, "
+            f"cross-validated on the same patients, pooled the same way:\n\n{seeds}"
+        )
     if evaluation.get("note"):
         metrics += f"\n\n{evaluation['note']}"
     if flipped:

@@ -89,6 +89,30 @@ def test_refuses_a_patient_scored_twice_or_mixed_recipes(runs, tmp_path, capsys)
     assert "recipes differ in lr" in capsys.readouterr().err
 
 
+def test_records_the_same_recipes_other_seeds_for_the_card(runs, tmp_path, capsys):
+    folds, final = runs
+    final = shutil.copytree(final, tmp_path / "all")
+    seed1 = [_copy_run(f, tmp_path / "seed1" / f.name, seed=1) for f in folds]
+    args = [*map(str, folds), "--model-dir", str(final / "model")]
+    assert crossval.main([*args, "--other-seed", *map(str, seed1)]) == 0
+    result = json.loads((final / "eval.json").read_text())
+    (other,) = result["other_seeds"]
+    assert other["seed"] == 1
+    assert other["f1_weighted"] == pytest.approx(result["f1_weighted"])  # copies: the same predictions
+    card = str(model_card(final / "model", repo_id="cnmc-test/final"))
+    assert "one draw of the recipe" in card and f"| seed 1 | {other['f1_weighted']:.4f} |" in card
+
+    same_seed = [_copy_run(f, tmp_path / "seed0" / f.name) for f in folds]
+    other_recipe = [_copy_run(f, tmp_path / "lr" / f.name, seed=2, lr=0.5) for f in folds]
+    for group, message in [
+        (same_seed, "one seed that no other runs use"),
+        (other_recipe, "recipes differ in lr"),
+        (seed1[:2], "scored other cells than the folds"),
+    ]:
+        assert crossval.main([*args, "--other-seed", *map(str, group)]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_pools_runs_that_differ_only_in_how_their_cells_reached_the_device(runs, tmp_path):
     """--device-cache trains on the same batches, so a fold decoded once pools with folds decoded every epoch."""
     folds, final = runs

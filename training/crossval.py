@@ -11,6 +11,10 @@ With --model-dir the evaluation becomes that model run's eval.json, which its mo
 every fold must then match the model's. Either way the confusion matrix, ROC curve and pooled predictions are
 written beside the JSON, and the JSON also holds each fold's own scores with their mean and spread.
 
+--other-seed RUN RUN RUN (once per seed) pools the fold runs of the same recipe trained with another seed on the
+same patients, and records their pooled scores beside this seed's (``other_seeds``): one seed's cross-validation is
+one draw of the recipe, and the card shows the others.
+
 --evaluation pools another evaluation of each run than its own eval.json, e.g. the flip-averaged one that
 ``training.evaluate --tta --output RUN/eval_tta.json`` writes; with --model-dir the pooled one is then written
 under the same name, beside the final model's eval.json.
@@ -32,6 +36,9 @@ import torch
 from training.compare import METRICS, mean_sd
 from training.evaluate import report, run_relative, write_report
 from training.presets import as_ran
+
+# What --other-seed records of each seed's pooled evaluation.
+OTHER_SEED_METRICS = ["f1_weighted", "accuracy", "balanced_accuracy", "roc_auc", "patient_accuracy"]
 
 # run_config.json keys that describe the data, split or machine rather than the recipe.
 _NOT_RECIPE = {
@@ -131,6 +138,26 @@ def pool(folds: list[dict], final_config: dict | None = None, model: str = "") -
     return result, rows
 
 
+def other_seeds(groups: list[list[Path]], folds: list[dict], rows: list[dict], evaluation: str) -> list[dict]:
+    """Each group's pooled scores, checked to be the same recipe on the same cells with another seed."""
+    seeds = {f["config"].get("seed") for f in folds}
+    cells = sorted(r["path"] for r in rows)
+    result = []
+    for runs in groups:
+        group = [read_fold(run, evaluation) for run in runs]
+        pooled, group_rows = pool(group, folds[0]["config"])
+        seed = {f["config"].get("seed") for f in group}
+        if len(seed) > 1 or seed & seeds:
+            raise ValueError(
+                f"--other-seed {' '.join(map(str, runs))}: its runs must share one seed that no other runs use"
+            )
+        seeds |= seed
+        if sorted(r["path"] for r in group_rows) != cells:
+            raise ValueError(f"--other-seed {' '.join(map(str, runs))} scored other cells than the folds")
+        result.append({"seed": seed.pop(), **{k: pooled[k] for k in OTHER_SEED_METRICS}})
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.crossval", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="the cross-validation's fold run folders")
@@ -140,11 +167,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--evaluation", default="eval", help="pool each run's EVALUATION.json and its predictions (e.g. eval_tta)"
     )
+    parser.add_argument(
+        "--other-seed",
+        action="append",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="RUN",
+        help="the fold runs of the same recipe with another seed (repeat per seed): their pooled scores are recorded",
+    )
     args = parser.parse_args(argv)
     try:
         folds = [read_fold(run, args.evaluation) for run in args.runs]
         final_config = _read_json(args.model_dir.parent / "run_config.json") if args.model_dir else None
         result, rows = pool(folds, final_config, model=run_relative(args.model_dir) if args.model_dir else "")
+        if args.other_seed:
+            result["other_seeds"] = other_seeds(args.other_seed, folds, rows, args.evaluation)
     except (FileNotFoundError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
