@@ -16,6 +16,7 @@ OUTPUT/thresholds.png (weighted F1 and balanced accuracy against the threshold, 
 import argparse
 import csv
 import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -34,6 +35,8 @@ THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)
 
 def read_run(run: Path, assignment: dict[str, int]) -> dict[str, np.ndarray]:
     path = run / "eval_predictions.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: training.crossval, a baseline or training.ensemble writes it")
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
     missing = sorted({r["patient_id"] for r in rows} - assignment.keys())
@@ -105,14 +108,18 @@ def plot(curves: dict[str, dict[str, np.ndarray]], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="folders holding pooled eval_predictions.csv")
     parser.add_argument("--cv-split", default="splits/cnmc_cv3_seed0.json")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
     assignment = load_assignment(args.cv_split)
-    curves = {run.as_posix().removeprefix("results/"): read_run(run, assignment) for run in args.runs}
+    try:
+        curves = {run.as_posix().removeprefix("results/"): read_run(run, assignment) for run in args.runs}
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     result = {"cv_split": args.cv_split, "runs": {name: analyse(cells) for name, cells in curves.items()}}
     for name, scores in result["runs"].items():
         at, nested = scores["at_0.5"], scores["nested"]
@@ -124,7 +131,8 @@ def main() -> None:
         )
     atomic.write_text(args.output / "thresholds.json", json.dumps(result, indent=2) + "\n")
     plot(curves, args.output / "thresholds.png")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
