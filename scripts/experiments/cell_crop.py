@@ -9,14 +9,13 @@ and a model can only learn shape, texture and colour. A model trained on this co
 its saved preprocessing does not do, so it is for measurement, not for the app.
 """
 
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from training.data import BACKGROUND_LEVEL, PREPARED_MARKER, load_prepared
+from scripts.experiments.prepared_copy import write_mapped_copy
+from training.data import BACKGROUND_LEVEL
 
 MARGIN = 1.1
 
@@ -33,14 +32,7 @@ def crop_to_cell(image: Image.Image) -> Image.Image:
 
 
 def main(source: str, target: str) -> None:
-    out = Path(target)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = json.loads((Path(source) / PREPARED_MARKER).read_text())
-    for name, split in load_prepared(source).items():
-        cropped = split.map(lambda example: {"image": crop_to_cell(example["image"])}, desc=f"Cropping {name}")
-        cropped.to_parquet(str(out / meta["splits"][name]["file"]))
-    meta["cell_crop_margin"] = MARGIN
-    (out / PREPARED_MARKER).write_text(json.dumps(meta, indent=2) + "\n")
+    write_mapped_copy(source, target, crop_to_cell, {"cell_crop_margin": MARGIN})
 
 
 if __name__ == "__main__":
