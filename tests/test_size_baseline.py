@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scripts.experiments.colour_norm import cell_pixels, standardise
 from scripts.experiments.handcrafted import STATISTICS, statistics
 from scripts.experiments.size_balanced import balanced_rows
 from tests.conftest import FIXTURES
@@ -125,3 +126,19 @@ def test_handcrafted_statistics_of_a_drawn_cell():
     assert stats["elongation"] == pytest.approx(2.0, abs=0.05)  # an ellipse twice as wide as tall
     with pytest.raises(CNMCDataError, match="black.png is .* entirely black"):
         statistics(Image.new("RGB", (100, 100)), "black.png")
+
+
+def test_colour_standardised_cells_share_their_tint_but_keep_their_outline(cnmc):
+    mean, std = np.array([70.0, 30.0, 80.0]), np.array([12.0, 9.0, 11.0])
+    cells = [cnmc["fold_0"][i]["image"] for i in range(0, 24, 4)]
+    before, after = [], []
+    for image in cells:
+        pixels, cell = cell_pixels(image)
+        out, out_cell = cell_pixels(standardise(image, mean, std))
+        assert (out_cell == cell).all()  # the area the size test measures is untouched
+        assert (out[~cell] == pixels[~cell]).all()
+        assert out[cell].mean(0) == pytest.approx(mean, abs=1.0)
+        assert out[cell].std(0) == pytest.approx(std, abs=1.0)
+        before.append(pixels[cell].mean(0))
+        after.append(out[cell].mean(0))
+    assert np.ptp(after, axis=0).max() < 1.5 < np.ptp(before, axis=0).max()
