@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -73,6 +74,11 @@ EXPECTED_LAYOUT = """Expected one of these C-NMC 2019 layouts under the data fol
 _CELL_NAME = re.compile(r"^UID_(?P<patient>[^_]+)_.+_(?P<label>all|hem)$", re.IGNORECASE)
 # Operating-system clutter that is never data; anything else in a data folder must be a valid cell image.
 _IGNORED_FILES = {"thumbs.db", "desktop.ini"}
+
+
+def cell_mask(pixels: np.ndarray) -> np.ndarray:
+    """Where an RGB image (0-255, height x width x 3) shows its cell: the brightest channel is above the background."""
+    return pixels.max(-1) > BACKGROUND_LEVEL
 
 
 class CNMCDataError(ValueError):

@@ -35,7 +35,7 @@ from sklearn.metrics import roc_auc_score
 
 from training import atomic
 from training.compare import METRICS, mean_sd
-from training.data import BACKGROUND_LEVEL, CNMCDataError, add_data_arguments, load_from_args
+from training.data import CNMCDataError, add_data_arguments, cell_mask, load_from_args
 from training.evaluate import report, run_relative, write_report
 from training.plots import plot_patients_by_size
 from training.splits import load_assignment, split_cv_fold
@@ -49,8 +49,7 @@ SIZE_BINS = 20
 
 def cell_area(image) -> float:
     """The fraction of the image the cell covers: pixels whose brightest channel is off the black background."""
-    pixels = np.asarray(image.convert("RGB"))
-    return float((pixels.max(-1) > BACKGROUND_LEVEL).mean())
+    return float(cell_mask(np.asarray(image.convert("RGB"))).mean())
 
 
 def add_cell_area(dataset_dict: datasets.DatasetDict, num_proc: int | None = None) -> datasets.DatasetDict:

@@ -15,14 +15,14 @@ import numpy as np
 from PIL import Image
 
 from scripts.experiments.prepared_copy import write_mapped_copy
-from training.data import BACKGROUND_LEVEL
+from training.data import cell_mask
 
 MARGIN = 1.1
 
 
 def crop_to_cell(image: Image.Image) -> Image.Image:
     image = image.convert("RGB")
-    ys, xs = np.nonzero(np.asarray(image).max(-1) > BACKGROUND_LEVEL)
+    ys, xs = np.nonzero(cell_mask(np.asarray(image)))
     if len(xs) == 0:
         return image
     cx, cy = (xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2

@@ -19,13 +19,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from scripts.experiments.prepared_copy import write_mapped_copy
-from training.data import BACKGROUND_LEVEL, load_prepared
+from training.data import BACKGROUND_LEVEL, cell_mask, load_prepared
 
 
 def cell_pixels(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     """The image as float RGB, and the mask of its cell (everything brighter than the background)."""
     pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
-    return pixels, pixels.max(-1) > BACKGROUND_LEVEL
+    return pixels, cell_mask(pixels)
 
 
 def typical_cell(source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -45,9 +45,9 @@ def standardise(image: Image.Image, mean: np.ndarray, std: np.ndarray) -> Image.
     if not cell.any():
         return image.convert("RGB")
     values = pixels[cell]
-    pixels[cell] = (values - values.mean(0)) / (values.std(0) + 1e-6) * std + mean
-    # Keep the cell above the background level, so its outline (and area) stays what it was.
-    pixels[cell] = np.clip(pixels[cell], BACKGROUND_LEVEL + 1, 255)
+    standardised = (values - values.mean(0)) / (values.std(0) + 1e-6) * std + mean
+    # Kept above the background level, so the cell's outline (and area) stays what it was.
+    pixels[cell] = np.clip(standardised, BACKGROUND_LEVEL + 1, 255)
     return Image.fromarray(pixels.round().astype(np.uint8))
 
 
