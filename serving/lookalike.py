@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from training.data import BACKGROUND_LEVEL
+from training.data import cell_mask
 
 MIN_BORDER_DARK = 0.9
 FOREGROUND_RANGE = (0.03, 0.35)
@@ -34,8 +34,7 @@ class Lookalike(NamedTuple):
 
 
 def check_lookalike(image: Image.Image) -> Lookalike:
-    pixels = np.asarray(image.convert("RGB").resize((_SIZE, _SIZE), Image.Resampling.BOX)).max(axis=-1)
-    foreground = pixels > BACKGROUND_LEVEL
+    foreground = cell_mask(np.asarray(image.convert("RGB").resize((_SIZE, _SIZE), Image.Resampling.BOX)))
     frame = max(1, _SIZE // 20)
     border = np.ones_like(foreground)
     border[frame:-frame, frame:-frame] = False

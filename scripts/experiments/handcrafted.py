@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from training import atomic
-from training.data import BACKGROUND_LEVEL, CNMCDataError, load_cnmc
+from training.data import CNMCDataError, cell_mask, load_cnmc
 from training.size_baseline import DEPENDENCE_NAME, cross_validate, matched_size_auc, size_dependence, write_baseline
 
 NAME = "colour, texture and shape statistics (gradient-boosted trees)"
@@ -29,8 +29,9 @@ STATISTICS += ["grey_q10", "grey_q50", "grey_q90", "gradient", "elongation"]
 
 def statistics(image, path: str) -> list[float]:
     """The cell's statistics, in the order of :data:`STATISTICS`."""
-    pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
-    cell = pixels.max(-1) > BACKGROUND_LEVEL / 255
+    rgb = np.asarray(image.convert("RGB"))
+    cell = cell_mask(rgb)
+    pixels = rgb.astype(np.float32) / 255
     if cell.sum() < 2:
         raise CNMCDataError(f"{path} is (almost) entirely black, so it holds no cell")
     colour, grey = pixels[cell], pixels.mean(-1)
