@@ -271,8 +271,9 @@ def test_best_preset_starts_training_at_chance_loss(tmp_path, trained):
     assert loss[trained] < 0.8 < loss[out]
 
 
-def test_mixup_alpha_is_a_recipe_override(tmp_path):
-    out = tmp_path / "mixup"
-    assert train.main([*TINY, "--output-dir", str(out), "--epochs", "1", "--mixup", "0.2"]) == 0
-    assert json.loads((out / "run_config.json").read_text())["mixup"] == 0.2 != PRESETS["best"].mixup
+@pytest.mark.parametrize("flag", ["mixup", "cutmix"])
+def test_mixing_alphas_are_recipe_overrides(tmp_path, flag):
+    out = tmp_path / flag
+    assert train.main([*TINY, "--output-dir", str(out), "--epochs", "1", f"--{flag}", "0.2"]) == 0
+    assert json.loads((out / "run_config.json").read_text())[flag] == 0.2 != getattr(PRESETS["best"], flag)
     assert (out / "model" / "model.safetensors").exists()

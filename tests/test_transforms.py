@@ -127,7 +127,7 @@ def test_mixup_blends_images_and_targets_by_the_same_weight(cnmc):
     x = torch.stack([FixedSizeTensor(64)(i) for i in cnmc["fold_0"][:5]["image"]]).float()
     labels = torch.tensor([1, 0, 1, 1, 0])  # the first and last cells (mirrors) differ, so lam shows in the target
     torch.manual_seed(0)
-    mixed, target = mix_batch(x, labels, alpha=0.4, num_classes=2)
+    mixed, target = mix_batch(x, labels, num_classes=2, mixup=0.4)
     assert mixed.shape == x.shape and target.shape == (5, 2)
     assert torch.allclose(target.sum(1), torch.ones(5))
     lam = target[0, 1]
@@ -135,6 +135,23 @@ def test_mixup_blends_images_and_targets_by_the_same_weight(cnmc):
     assert torch.allclose(target[-1], torch.stack([lam, 1 - lam]))
     assert torch.allclose(mixed[0], x[0] * lam + x[-1] * (1 - lam), atol=1e-3)
     assert torch.allclose(mixed[2], x[2], atol=1e-3) and torch.equal(target[2], torch.tensor([0.0, 1.0]))
+
+
+def test_cutmix_pastes_a_box_of_the_mirror_and_weights_targets_by_its_area(cnmc):
+    cells = torch.stack([FixedSizeTensor(64)(i) for i in cnmc["fold_0"][:4]["image"]]).float()
+    x = cells + 1000 * torch.arange(4).view(4, 1, 1, 1)  # no pixel equal across cells, so the box shows exactly
+    labels = torch.tensor([1, 0, 0, 0])
+    torch.manual_seed(0)
+    np.random.seed(0)
+    mixed, target = mix_batch(x, labels, num_classes=2, cutmix=1.0)
+    pasted = (mixed != x).any(1)
+    assert torch.equal(pasted, pasted[:1].expand(4, -1, -1))  # one box for the batch
+    rows, cols = pasted[0].nonzero().unbind(1)
+    box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    assert 0 < box < 64**2 and pasted[0].sum() == box  # a filled rectangle
+    assert torch.equal(mixed[0][:, pasted[0]], x[-1][:, pasted[0]])
+    assert target[0, 1] == pytest.approx(1 - box.item() / 64**2)
+    assert torch.allclose(target.sum(1), torch.ones(4)) and torch.allclose(target[-1], target[0].flip(0))
 
 
 def test_pixel_batch_for_with_transform(cnmc):

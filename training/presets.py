@@ -27,6 +27,9 @@ class Recipe:
     zero_head: bool = False
     # Mixup's Beta(alpha, alpha); 0 turns it off. The loss's label smoothing and class weights apply to the mix.
     mixup: float = 0.0
+    # CutMix's Beta(alpha, alpha): a box of the batch's mirror image pasted in; 0 turns it off. With mixup on
+    # too, each batch uses one of the two.
+    cutmix: float = 0.0
 
 
 PRESETS: dict[str, Recipe] = {

@@ -311,8 +311,8 @@ def train(args: argparse.Namespace) -> Path:
             if x.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             target = batch_labels
-            if recipe.mixup:
-                x, target = mix_batch(x, target, recipe.mixup, len(CLASS_NAMES))
+            if recipe.mixup or recipe.cutmix:
+                x, target = mix_batch(x, target, len(CLASS_NAMES), mixup=recipe.mixup, cutmix=recipe.cutmix)
             logits = model(x)
             loss = loss_fn(logits, target)
             accelerator.backward(loss)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from timm.data import create_transform, resolve_data_config
-from timm.data.mixup import mixup_target
+from timm.data.mixup import cutmix_bbox_and_lam, mixup_target
 from torchvision.transforms.functional import pil_to_tensor
 
 
@@ -143,15 +143,24 @@ class BatchAugment(torch.nn.Module):
 
 
 def mix_batch(
-    x: torch.Tensor, labels: torch.Tensor, alpha: float, num_classes: int
+    x: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup: float = 0.0, cutmix: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixup: every image blended with its mirror in the batch, the one-hot targets by the same weight.
+    """Mixup or CutMix of every image with its mirror in the batch, the one-hot targets by the same weight.
 
-    The weight is drawn from Beta(alpha, alpha) once a batch, as timm's ``Mixup`` draws it; that class itself
-    refuses odd batches, and an epoch's last batch can be odd (its middle image then mixes with itself).
+    The weight is drawn from Beta(alpha, alpha) once a batch, and with both on each batch picks one of the two
+    with equal odds, as timm's ``Mixup`` does; that class itself refuses odd batches, and an epoch's last batch
+    can be odd (its middle image then mixes with itself). CutMix's weight is the area its box really kept.
     """
+    use_cutmix = cutmix > 0 and (mixup <= 0 or bool(torch.rand(()) < 0.5))
+    alpha = cutmix if use_cutmix else mixup
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    return x * lam + x.flip(0) * (1 - lam), mixup_target(labels, num_classes, lam)
+    if use_cutmix:
+        (top, bottom, left, right), lam = cutmix_bbox_and_lam(x.shape, lam)
+        mixed = x.clone()
+        mixed[..., top:bottom, left:right] = x.flip(0)[..., top:bottom, left:right]
+    else:
+        mixed = x * lam + x.flip(0) * (1 - lam)
+    return mixed, mixup_target(labels, num_classes, lam)
 
 
 def flip_averaged(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
