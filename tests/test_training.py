@@ -139,6 +139,7 @@ def test_ensemble_averages_calibrated_probabilities_of_the_same_cells(trained, t
     result = json.loads(output.read_text())
     assert METRIC_KEYS <= set(result) and result["num_cells"] == len(rows)
     assert [m["temperature"] for m in result["members"]] == [pytest.approx(temperature), 2.0]
+    assert result["members"][1]["run"] == "../other"  # named from the ensemble's folder, however deep the members
     with (other / "eval_predictions.csv").open("w", newline="") as handle:  # one cell fewer
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import torch
 
 from hub.export import CALIBRATION_NAME
 from training.calibrate import calibrated
-from training.evaluate import report, run_relative, write_report
+from training.evaluate import report, write_report
 
 
 def read_member(run_dir: Path, evaluation: str, *, uncalibrated: bool) -> tuple[dict[str, dict], float]:
@@ -58,6 +59,12 @@ def combine(members: list[tuple[dict[str, dict], float]]) -> tuple[list[dict], n
     return rows, np.mean(scores, axis=0)
 
 
+def member_name(run_dir: Path, output: Path) -> str:
+    """``run_dir`` relative to the ensemble's own folder: unambiguous (members' last two folders can coincide,
+    seed0/pooled of two recipes) and free of where this machine keeps them, so the record travels with the folder."""
+    return Path(os.path.relpath(run_dir.resolve(), output.parent.resolve())).as_posix()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.ensemble", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="the members' run folders")
@@ -76,13 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     probs = torch.tensor(scores, dtype=torch.float32)
     labels = [int(r["label"]) for r in rows]
+    names = [member_name(run, args.output) for run in args.runs]
     result = report(
         torch.stack([1 - probs, probs], 1),
         torch.tensor(labels),
         [r["patient_id"] for r in rows],
-        model="ensemble of " + ", ".join(run_relative(run) for run in args.runs),
+        model="ensemble of " + ", ".join(names),
         split=split,
-        members=[{"run": run_relative(run), "temperature": t} for run, (_, t) in zip(args.runs, members, strict=True)],
+        members=[{"run": name, "temperature": t} for name, (_, t) in zip(names, members, strict=True)],
     )
     write_report(
         result,
