@@ -61,7 +61,7 @@ def combine(members: list[tuple[dict[str, dict], float]]) -> tuple[list[dict], n
 
 def member_name(run_dir: Path, output: Path) -> str:
     """``run_dir`` relative to the ensemble's own folder: unambiguous (members' last two folders can coincide,
-    seed0/pooled of two recipes) and free of where this machine keeps them, so the record travels with the folder."""
+    seed0/pooled of two recipes), and within one tree free of where this machine keeps it, so records travel."""
     return Path(os.path.relpath(run_dir.resolve(), output.parent.resolve())).as_posix()
 
 
