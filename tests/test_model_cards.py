@@ -25,7 +25,7 @@ def test_config_builds_the_model_that_classifies_a_real_cell(folder):
     assert config["label_names"] == ["hem", "all"]
     model = timm.create_model(f"local-dir:{folder}", pretrained=False).eval()  # the architecture, random weights
     assert model.num_classes == 2
-    cell = Image.open(next((CNMC_ROOT / "training_data" / "fold_0" / "all").glob("*"))).convert("RGB")
+    cell = Image.open(sorted((CNMC_ROOT / "training_data" / "fold_0" / "all").glob("*"))[0]).convert("RGB")
     x = eval_transform(model)(cell).unsqueeze(0)
     assert x.shape[-2:] == tuple(config["pretrained_cfg"]["input_size"][1:])
     with torch.inference_mode():
