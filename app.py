@@ -7,7 +7,6 @@ is in ``serving/``. ``python app.py`` serves on GRADIO_SERVER_NAME:GRADIO_SERVER
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -17,7 +16,7 @@ import pandas as pd
 
 from hub.registry import ROOT
 from serving import batch, gradcam, results
-from serving.images import CheckedImage, ImageError, load_batch, load_image
+from serving.images import CheckedImage, ImageError, count_batch, load_batch, load_image
 from serving.lookalike import check_lookalike
 from serving.predict import (
     ALL_INDEX,
@@ -175,19 +174,21 @@ def run_batch(
     if not files or not ready:
         message = "Upload images or a .zip of them first." if ready else NO_MODEL
         return None, None, None, message
+    total = count_batch(files)
     table = batch.predict_batch(
         ready,
         load_batch(files),
+        total,
         lambda done, total: progress(done / total, desc=f"{done}/{total} files"),
         flips=flips,
     )
     failed = int((table["error"] != "").sum())
-    csv = batch.write_csv(table, Path(tempfile.mkdtemp(prefix="cnmc-batch-")))
+    csv = batch.write_csv(table)
     done = len(table) - failed
     message = f"{done} file{'' if done == 1 else 's'} classified{_averaged(flips)}"
     message += f", {failed} could not be read" if failed else ""
-    if len(table) == batch.MAX_FILES:
-        message += f" (only the first {batch.MAX_FILES} files are processed)"
+    if total > batch.MAX_FILES:
+        message += f" (only the first {batch.MAX_FILES} of {total} files are processed)"
     return table, batch.patient_summary(table), str(csv), message
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import time
 from collections.abc import Callable, Iterable, Sequence
+from itertools import islice
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
@@ -13,22 +17,26 @@ from training.data import CLASS_NAMES, parse_cell_name
 
 ENSEMBLE = "ensemble"
 MAX_FILES = 1000
+CSV_PREFIX = "cnmc-batch-"
+CSV_MAX_AGE_S = 3600
 
 
 def predict_batch(
     models: Sequence[ServedModel],
     items: Iterable[BatchItem],
+    total: int,
     progress: Callable[[int, int], None] = lambda done, total: None,
     *,
     flips: bool = False,
 ) -> pd.DataFrame:
-    """One row per item: file, each model's calibrated P(ALL), the ensemble's mean, its verdict, and any error.
+    """One row per item, for the first ``min(total, MAX_FILES)``: file, each model's calibrated P(ALL), the
+    ensemble's mean, its verdict, and any error. ``items`` is consumed lazily, one decoded image at a time.
 
     With ``flips``, each probability is averaged over the image's four flips (see ``serving.predict``).
     """
-    items = list(items)[:MAX_FILES]
+    total = min(total, MAX_FILES)
     rows = []
-    for done, item in enumerate(items, 1):
+    for done, item in enumerate(islice(items, total), 1):
         row = {"file": item.name}
         if item.image is None:
             row["error"] = item.error
@@ -38,7 +46,7 @@ def predict_batch(
             mean_all = ensemble(predictions)  # the Compare tab's ensemble, on unrounded probabilities
             row |= {ENSEMBLE: round(mean_all, 4), "verdict": verdict(mean_all), "error": ""}
         rows.append(row)
-        progress(done, len(items))
+        progress(done, total)
     columns = ["file", *(m.name for m in models), ENSEMBLE, "verdict", "error"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -69,7 +77,15 @@ def patient_summary(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def write_csv(table: pd.DataFrame, folder: Path) -> Path:
-    path = folder / "cnmc_predictions.csv"
+def write_csv(table: pd.DataFrame, root: Path | None = None) -> Path:
+    """The table as ``cnmc_predictions.csv`` in a folder of its own under ``root`` (default: the temp folder).
+
+    Gradio serves a copy from its own cache, so folders left by earlier batches go once they are an hour old.
+    """
+    root = Path(root or tempfile.gettempdir())
+    for old in root.glob(f"{CSV_PREFIX}*"):
+        if time.time() - old.stat().st_mtime > CSV_MAX_AGE_S:
+            shutil.rmtree(old, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=CSV_PREFIX, dir=root)) / "cnmc_predictions.csv"
     table.to_csv(path, index=False)
     return path

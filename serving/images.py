@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO, NamedTuple
 
@@ -50,6 +51,9 @@ class BatchItem(NamedTuple):
     name: str
     image: CheckedImage | None
     error: str | None
+
+
+Opener = Callable[[], IO[bytes]]
 
 
 def load_image(source: str | Path | IO[bytes], *, name: str | None = None) -> CheckedImage:
@@ -101,21 +105,41 @@ def _to_rgb(image: Image.Image) -> CheckedImage:
 
 
 def load_batch(paths: list[str | Path]) -> Iterator[BatchItem]:
-    """Each uploaded file, or each file inside an uploaded .zip, as a :class:`BatchItem` (errors included)."""
+    """Each uploaded file, or each file inside an uploaded .zip, as a :class:`BatchItem` (errors included).
+
+    Lazy: each image is decoded only when its item is reached, so a batch never holds more than one at a time.
+    """
+    return (_item(name, opener) for name, opener in _batch_files(paths))
+
+
+def count_batch(paths: list[str | Path]) -> int:
+    """How many items :func:`load_batch` yields, from the file list and zip indexes alone, decoding nothing."""
+    return sum(1 for _ in _batch_files(paths))
+
+
+def _batch_files(paths: list[str | Path]) -> Iterator[tuple[str, Opener]]:
+    """(name, opener) per item; an opener raises :class:`ImageError` for an item that can't be read."""
     for path in map(Path, paths):
         if path.suffix.lower() == ".zip":
-            yield from _zip_items(path)
+            yield from _zip_files(path)
         else:
-            yield _item(path.name, lambda p=path: _open_sized(p))
+            yield path.name, partial(_open_sized, path)
 
 
 def _open_sized(path: Path) -> IO[bytes]:
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise ImageError(f"{path.name} is larger than {MAX_FILE_BYTES // 2**20} MiB")
-    return path.open("rb")
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ImageError(f"{path.name} is larger than {MAX_FILE_BYTES // 2**20} MiB")
+        return path.open("rb")
+    except OSError as error:
+        raise ImageError(f"{path.name} can't be read ({error.strerror or error})") from error
 
 
-def _item(name: str, opener) -> BatchItem:
+def _refuse(message: str) -> IO[bytes]:
+    raise ImageError(message)
+
+
+def _item(name: str, opener: Opener) -> BatchItem:
     try:
         with opener() as handle:
             return BatchItem(name, load_image(handle, name=name), None)
@@ -123,24 +147,24 @@ def _item(name: str, opener) -> BatchItem:
         return BatchItem(name, None, str(error))
 
 
-def _zip_items(path: Path) -> Iterator[BatchItem]:
+def _zip_files(path: Path) -> Iterator[tuple[str, Opener]]:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as error:
-        yield BatchItem(path.name, None, f"{path.name} is not a readable zip file ({error})")
+        yield path.name, partial(_refuse, f"{path.name} is not a readable zip file ({error})")
         return
     with archive:
         members = [m for m in archive.infolist() if not m.is_dir() and not _is_hidden(m.filename)]
         if len(members) > MAX_ZIP_FILES or sum(m.file_size for m in members) > MAX_ZIP_BYTES:
-            yield BatchItem(path.name, None, f"{path.name} holds too much: at most {MAX_ZIP_FILES} files, 1 GiB")
+            yield path.name, partial(_refuse, f"{path.name} holds too much: at most {MAX_ZIP_FILES} files, 1 GiB")
             return
         for member in members:
             # The member's name is only a label here: nothing is extracted, so '../' or '/' can't escape.
             name = f"{path.name}/{member.filename}"
             if member.file_size > MAX_FILE_BYTES:
-                yield BatchItem(name, None, f"{name} is larger than {MAX_FILE_BYTES // 2**20} MiB")
+                yield name, partial(_refuse, f"{name} is larger than {MAX_FILE_BYTES // 2**20} MiB")
             else:
-                yield _item(name, lambda m=member: _read_member(archive, m))
+                yield name, partial(_read_member, archive, member)
 
 
 def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> IO[bytes]:

@@ -6,12 +6,15 @@ nothing touches the network.
 
 import io
 import json
+import os
 import struct
+import time
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import CNMC_ROOT
@@ -21,7 +24,7 @@ from PIL import Image, ImageDraw
 import app
 from hub.export import export_model
 from hub.registry import RegisteredModel
-from serving import fast, gradcam, results
+from serving import batch, fast, gradcam, results
 from serving.images import load_batch, load_image
 from serving.lookalike import check_lookalike
 from serving.predict import UNCERTAIN, load_models, probabilities, verdict
@@ -245,6 +248,34 @@ def test_batch_of_real_cells_with_patient_summary(models):
     assert table["ensemble"].between(0, 1).all()
     assert summary["cells"].sum() == sum("UID_" in p.name for p in CELLS[:12])
     assert app.run_batch(models, [], progress=None)[3] == "Upload images or a .zip of them first."
+
+
+def test_batch_decodes_one_file_at_a_time_and_stops_at_its_limit(models, monkeypatch):
+    decoded = []
+
+    def counting(*args, **kwargs):
+        decoded.append(kwargs.get("name"))
+        return load_image(*args, **kwargs)
+
+    monkeypatch.setattr("serving.images.load_image", counting)
+    monkeypatch.setattr("serving.batch.MAX_FILES", 2)
+    files = [str(p) for p in CELLS[:3]]
+    table, _, _, message = app.run_batch(models, files, False, progress=lambda *a, **k: None)
+    assert len(table) == 2 and decoded == [p.name for p in CELLS[:2]]  # the third is never decoded
+    assert message == "2 files classified (only the first 2 of 3 files are processed)"
+    table, _, _, message = app.run_batch(models, files[:2], False, progress=lambda *a, **k: None)
+    assert len(table) == 2 and message == "2 files classified"  # exactly the limit leaves nothing out
+
+
+def test_batch_csv_folders_go_once_an_hour_old(tmp_path):
+    old, recent = tmp_path / f"{batch.CSV_PREFIX}old", tmp_path / f"{batch.CSV_PREFIX}recent"
+    for folder in (old, recent):
+        folder.mkdir()
+    hours_ago = time.time() - 2 * batch.CSV_MAX_AGE_S
+    os.utime(old, (hours_ago, hours_ago))
+    path = batch.write_csv(pd.DataFrame({"file": ["a.bmp"], "ensemble": [0.7]}), tmp_path)
+    assert not old.exists() and recent.exists()
+    assert path.parent.parent == tmp_path and path.read_text() == "file,ensemble\na.bmp,0.7\n"
 
 
 def test_flip_averaging_gives_a_mirrored_cell_the_same_answer_in_every_tab(models, tmp_path):
