@@ -209,21 +209,21 @@ def test_pretrained_offline_names_the_fix(tmp_path, capsys):
     assert "ImageNet weights" in err and "--no-pretrained" in err
 
 
+def _launch(processes: int, args: list[str]) -> None:
+    """``torchrun`` with CPU processes. ``accelerate launch --cpu --num_processes N`` starts one process unless given
+    an MPI host file, so it would compare one process with itself."""
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), *args],
+        check=True,
+        env={**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+    )
+
+
 @pytest.mark.slow
 def test_two_processes_give_the_same_metrics_as_one(trained, tmp_path):
     """gather_for_metrics drops the padding of the last uneven batch, so the metrics match exactly."""
-    base = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--cpu",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-    ]
     args = [
         "-m",
         "training.evaluate",
@@ -241,17 +241,10 @@ def test_two_processes_give_the_same_metrics_as_one(trained, tmp_path):
         "--num-workers",
         "0",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     results = []
     for processes in (1, 2):
         output = tmp_path / f"p{processes}.json"
-        subprocess.run(
-            [*base, "--num_processes", str(processes), *args, "--output", str(output)],
-            check=True,
-            env=env,
-            cwd=Path(__file__).parents[1],
-            capture_output=True,
-        )
+        _launch(processes, [*args, "--output", str(output)])
         results.append(json.loads(output.read_text()))
     assert results[0]["num_cells"] == results[1]["num_cells"] == 20  # 20 cells / (2 x 3) leaves an uneven tail
     assert results[0]["confusion_matrix"] == results[1]["confusion_matrix"]
@@ -259,6 +252,22 @@ def test_two_processes_give_the_same_metrics_as_one(trained, tmp_path):
         assert results[0][key] == pytest.approx(results[1][key]), key
     for patient, one in results[0]["per_patient"].items():
         assert one == pytest.approx(results[1]["per_patient"][patient]), patient
+
+
+@pytest.mark.slow
+def test_two_processes_follow_the_same_learning_rate_schedule_as_one(tmp_path):
+    """Accelerate steps a prepared scheduler once per process for each optimizer step; the schedule still spans the
+    run, so two processes end the warm-up and the cosine where one does."""
+    rates = []
+    for processes in (1, 2):
+        out = tmp_path / f"p{processes}"
+        common = ["--epochs", "2", "--max-train-cells", "16", "--max-val-cells", "8", "--output-dir", str(out)]
+        _launch(processes, ["-m", "training.train", *TINY, *common])
+        assert json.loads((out / "run_config.json").read_text())["num_processes"] == processes
+        with (out / "metrics.csv").open() as handle:
+            rates.append([float(row["lr"]) for row in csv.DictReader(handle)])
+    assert rates[0][0] == pytest.approx(PRESETS["best"].lr / 2)  # halfway through a two-epoch warm-up
+    assert rates[1] == pytest.approx(rates[0])
 
 
 def test_best_preset_starts_training_at_chance_loss(tmp_path, trained):

@@ -270,7 +270,9 @@ def train(args: argparse.Namespace) -> Path:
         else None
     )
     optimizer = create_optimizer_v2(model, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes)
+    # The prepared scheduler steps once per process for each optimizer step, and each process takes
+    # ceil(batches / processes) steps an epoch: count the schedule in those steps, as on one process.
+    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes) * accelerator.num_processes
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, int(recipe.warmup_epochs * steps_per_epoch), recipe.epochs * steps_per_epoch
     )
