@@ -74,13 +74,23 @@ def _notes(checked: CheckedImage) -> str:
     return "\n\n".join(lines)
 
 
-def _pick(models: Sequence[ServedModel], name: str | None) -> ServedModel | None:
-    ready = available(models)
-    return next((m for m in ready if m.name == name), ready[0] if ready else None)
-
-
 class _Refused(Exception):
     """A request that can't be served; its text is the message shown to the user."""
+
+
+def _pick(models: Sequence[ServedModel], name: str | None) -> ServedModel:
+    """The named model, or with no name the first available; never another model than the one asked for."""
+    ready = available(models)
+    if not ready:
+        raise _Refused(NO_MODEL)
+    if name is None:
+        return ready[0]
+    model = next((m for m in ready if m.name == name), None)
+    if model is None:
+        known = next((m for m in models if m.name == name), None)
+        why = f"is {known.status}" if known else "is not one of this app's models"
+        raise _Refused(f"❌ Model {name!r} {why}; choose one of {', '.join(m.name for m in ready)}.")
+    return model
 
 
 def _model_and_image(
@@ -90,10 +100,7 @@ def _model_and_image(
         checked = _read(upload)
     except ImageError as error:
         raise _Refused(f"❌ {error}") from None
-    model = _pick(models, model_name)
-    if model is None:
-        raise _Refused(NO_MODEL)
-    return model, checked
+    return _pick(models, model_name), checked
 
 
 def _averaged(flips: bool) -> str:

@@ -2,8 +2,10 @@
 
     python -m benchmarks.app_load [--clients 20] [--requests 10] [--concurrency 1 2] [--no-flips]
 
-The app serves randomly initialised models of the chosen backbones (weights don't change speed), on the same
-serving path as ``python app.py``. Each concurrency limit is one run; writes benchmarks/results/app_load.json.
+The app (``app.build_demo``, its handlers and queue) serves randomly initialised models of the chosen backbones
+(weights don't change speed). Random weights have nothing to match fp32 on, so each runs in bf16 where the CPU
+supports it, the fastest path ``python app.py`` can pick. Each concurrency limit is one run; writes
+benchmarks/results/app_load.json.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@
 Cells have no orientation, and users upload JPEGs and crops that are off by a pixel or two, so flips, a quarter
 turn, a 2-pixel shift, JPEG re-encoding and +-0.5 grey levels of noise should leave the verdict alone. For each,
 it reports how far P(ALL) moves (mean, p95, max) and how many verdicts (P(ALL) > 0.5) change: on single views
-as the app serves them, and averaged over the four flips as ``training.evaluate --tta`` does. Without --data-dir
+(the app's flip switch off), and averaged over the four flips, as the app serves by default and as
+``training.evaluate --tta`` does. Without --data-dir
 it uses the repository's fixture cells. Writes benchmarks/results/model_robustness.json.
 """
 
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 "max": round(float(moved.max()), 4),
                 "verdicts_changed": int(((changed > 0.5) != (reference > 0.5)).sum()),
             }
-        report["averaged over the four flips" if tta else "single view (as the app serves)"] = rows
+        report["averaged over the four flips" if tta else "single view"] = rows
     save(report, args.output)
     return 0
 

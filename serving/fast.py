@@ -4,8 +4,8 @@ On a CPU with AVX-512 BF16/AMX, oneDNN runs bf16 convolutions several times fast
 brings the four models under the issue's latency targets. int8 dynamic quantisation only covers Linear layers
 (nearly nothing in a CNN) and torch.compile takes minutes per model on two cores, so neither is used here.
 
-bf16's error comes mostly from the first layers: all-bf16 moves the shipped model's probabilities by up to 0.12
-on the fixture cells, and keeping its first 16 of 105 parametrised layers in fp32 brings that to 0.018
+bf16's error comes mostly from the first layers: all-bf16 moves the shipped model's probabilities by up to 0.040
+on the fixture cells, and keeping its first 2 of 105 parametrised layers in fp32 brings that to 0.013
 (``benchmarks/results/app_latency.json``). So a model may keep its first few layers in fp32 and run the rest in
 bf16. :func:`choose_runner` picks the fewest fp32 layers whose outputs match fp32 on real cells within
 :data:`PARITY_TOLERANCE`, and keeps that runner if it is faster than fp32 on this machine; otherwise the model

@@ -58,7 +58,6 @@ class Prediction:
     model: str
     prob_all: float  # calibrated
     latency_ms: float
-    flips: bool = False  # averaged over the four flips of the image
 
     @property
     def verdict(self) -> str:
@@ -85,10 +84,9 @@ def load_models(
         model = ServedModel(entry.display_name, entry.source)
         try:
             model.loaded = load_model(entry.source)
-        except (OSError, RuntimeError, ValueError, KeyError) as error:  # ModelLoadError, bad files, wrong shapes
-            model.reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        else:
             model.runner, model.reason = _choose_runner(model.loaded, parity_images, precision)
+        except Exception as error:  # whatever one model's files do (safetensors has its own errors), the app starts
+            model.reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         served.append(model)
     return served
 
@@ -99,7 +97,7 @@ def _choose_runner(
     if precision == "fp32" or not fast.bf16_supported():
         return fast.fp32_runner(loaded.model), None
     if not images:
-        return fast.bf16_runner(loaded.model), None
+        return fast.fp32_runner(loaded.model), "no real cells to check bf16 against"
     x = _inputs(loaded, images)
     return fast.choose_runner(loaded.model, x, partial(calibrated, loaded=loaded), require_speedup=precision == "auto")
 
@@ -130,7 +128,7 @@ def probabilities(model: ServedModel, images: Sequence[Image.Image], *, flips: b
 def predict(model: ServedModel, image: Image.Image, *, flips: bool = False) -> Prediction:
     start = time.perf_counter()
     prob_all = float(probabilities(model, [image], flips=flips)[0, ALL_INDEX])
-    return Prediction(model.name, prob_all, (time.perf_counter() - start) * 1000, flips)
+    return Prediction(model.name, prob_all, (time.perf_counter() - start) * 1000)
 
 
 def available(models: Sequence[ServedModel]) -> list[ServedModel]:

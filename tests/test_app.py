@@ -210,6 +210,31 @@ def test_unavailable_models_say_why_and_the_app_still_builds(models, tmp_path):
     assert app.build_demo(nothing, results_dir=tmp_path) is not None
 
 
+def test_damaged_weights_leave_that_model_unavailable_and_the_app_starting(tmp_path):
+    folder = _export(tmp_path / "damaged", seed=0)
+    (folder / "model.safetensors").write_text("version https://git-lfs.github.com/spec/v1\nsize 9000000\n")
+    (model,) = load_models([RegisteredModel("Damaged", "mobilenetv2_100", folder, "cnmc-test/d")], precision="fp32")
+    assert model.status.startswith("unavailable: ") and app.build_demo([model], results_dir=tmp_path) is not None
+
+
+def test_bf16_is_never_served_unchecked(tmp_path, monkeypatch):
+    monkeypatch.setattr(fast, "bf16_supported", lambda: True)
+    folder = _export(tmp_path / "unchecked", seed=0)
+    for precision in ("auto", "bf16"):  # no real cells to compare with fp32 on
+        (model,) = load_models([RegisteredModel("U", "mobilenetv2_100", folder, "cnmc-test/u")], precision=precision)
+        assert model.runner.precision == "fp32" and "no real cells to check bf16 against" in model.status
+
+
+def test_a_named_model_that_cannot_serve_is_refused_not_replaced(models):
+    label, message = app.classify(models, str(ALL_CELL), "Gone")
+    assert label is None and "'Gone' is unavailable: " in message and "choose one of Tiny A, Tiny B" in message
+    label, message = app.classify(models, str(ALL_CELL), "VGG19")
+    assert label is None and "'VGG19' is not one of this app's models" in message
+    overlay, message = app.explain(models, str(ALL_CELL), "VGG19")
+    assert overlay is None and "VGG19" in message
+    assert app.classify(models, str(ALL_CELL), None)[1].split("\n\n")[1].startswith("Tiny A: ")  # no name: the first
+
+
 @pytest.mark.parametrize("cell", [ALL_CELL, HEM_CELL])
 def test_classify_and_explain(models, cell):
     label, message = app.classify(models, str(cell), "Tiny B")
