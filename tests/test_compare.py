@@ -87,6 +87,15 @@ def test_one_recipe_on_two_devices_gets_a_row_each(tmp_path):
     assert "| 224 | NVIDIA H100 80GB HBM3 | 1 |" in (tmp_path / "out" / "comparison.md").read_text()
 
 
+def test_every_row_gets_its_own_roc_curve(tmp_path, monkeypatch):
+    curves = {}
+    monkeypatch.setattr("training.compare.plot_roc", lambda drawn, *args, **kwargs: curves.update(drawn))
+    small = make_run(tmp_path / "a", "mobilenetv2_100", 0.80, "cv fold 0", [60], img_size=128, device="cpu")
+    large = make_run(tmp_path / "b", "mobilenetv2_100", 0.78, "cv fold 0", [60], img_size=160, device="cpu")
+    assert main([str(small), str(large), "--output", str(tmp_path / "out")]) == 0
+    assert sorted(curves) == ["MobileNetV2 (best, scratch, 128 px, cpu)", "MobileNetV2 (best, scratch, 160 px, cpu)"]
+
+
 def test_unfinished_run_is_named(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty"), "--output", str(tmp_path / "out")]) == 2

@@ -141,6 +141,12 @@ def summarize(runs: list[dict]) -> list[dict]:
     return rows
 
 
+def curve_label(row: dict) -> str:
+    """The row's name in the ROC overlay, with every field that sets rows apart, so no curve hides another."""
+    start = "ImageNet" if row["pretrained"] else "scratch"
+    return f"{row['display_name']} ({row['recipe']}, {start}, {row['img_size']} px, {row['device']})"
+
+
 def _fmt(stat: dict, scale: float = 1.0, digits: int = 3) -> str:
     if stat["mean"] is None:
         return "n/a"
@@ -198,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         members = [r for r in runs if r["dir"] in row["runs"] and r["labels"]]
         if members:
-            curves[f"{row['display_name']} ({row['recipe']}, {row['device']})"] = (
+            curves[curve_label(row)] = (
                 [y for m in members for y in m["labels"]],
                 [s for m in members for s in m["scores"]],
             )
