@@ -110,6 +110,15 @@ def test_skip_bad_writes_a_report_and_keeps_every_good_cell(cnmc_copy, tmp_path)
     assert not set(planted) & {p for s in loaded.values() for p in s["path"]}
 
 
+def test_skip_bad_leaves_out_a_split_with_nothing_usable_and_loads_the_rest(cnmc_copy, tmp_path, caplog):
+    labels = cnmc_copy / "validation_data" / "C-NMC_test_prelim_phase_data_labels.csv"
+    labels.unlink()
+    report = tmp_path / "skipped.csv"
+    loaded = load_cnmc(cnmc_copy, skip_bad=True, report_path=report, progress=False)
+    assert list(loaded) == ["fold_0", "fold_1", "final_test"] and [len(loaded[s]) for s in loaded] == [24, 16, 2]
+    assert "labels CSV is missing" in report.read_text() and "prelim_test has no usable images" in caplog.text
+
+
 def test_missing_and_empty_folders_fail_clearly(cnmc_copy, tmp_path):
     with pytest.raises(CNMCDataError, match="Data folder not found"):
         load_cnmc(tmp_path / "nowhere")

@@ -293,6 +293,9 @@ def load_cnmc(
     splits = {}
     for name in sorted(parts, key=_split_key):
         records = [r for r in parts[name] if r.path not in bad_paths]
+        if not records and skip_bad:  # its problems are in the report; the other splits still load
+            logger.warning("Split %s has no usable images left, so it is left out", name)
+            continue
         if not records:
             raise CNMCDataError(f"Split {name} has no usable images left.\n{EXPECTED_LAYOUT}")
         columns = {
@@ -303,6 +306,8 @@ def load_cnmc(
             "path": [r.path for r in records],
         }
         splits[name] = datasets.Dataset.from_dict(columns, features=FEATURES)
+    if not splits:
+        raise CNMCDataError(f"No split of {root} has usable images left.\n{EXPECTED_LAYOUT}")
     return datasets.DatasetDict(splits)
 
 
