@@ -203,6 +203,14 @@ def test_refuses_patient_leak_and_overwrite(trained, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
+def test_no_validation_fold_trains_on_every_fold(tmp_path):
+    out = tmp_path / "final"
+    assert train.main([*TINY, "--output-dir", str(out), "--epochs", "1", "--val-folds"]) == 0
+    config = json.loads((out / "run_config.json").read_text())
+    assert config["split"] == {"train_folds": ["fold_0", "fold_1"], "val_folds": []}
+    assert config["train_cells"] == 40 and config["val_patients"] == [] and (out / "model" / "config.json").is_file()
+
+
 def test_pretrained_offline_names_the_fix(tmp_path, capsys):
     assert train.main([*TINY[:4], "--pretrained", *TINY[5:], "--output-dir", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err

@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="start from ImageNet weights (needs the Hub); --no-pretrained trains from scratch",
     )
     split = parser.add_argument_group("patient-disjoint split (official folds, or a fixed grouped k-fold)")
-    split.add_argument("--train-folds", nargs="+", default=["fold_0"])
+    split.add_argument("--train-folds", nargs="+", help="default: fold_0, or every fold_* when --val-folds names none")
     split.add_argument("--val-folds", nargs="*", default=["fold_1"], help="none: train only, keep the last epoch")
     split.add_argument("--cv-split", help="patient->fold JSON from `python -m training.splits make-cv`")
     split.add_argument("--cv-fold", type=int, help="validate on this fold of --cv-split, train on the others")
@@ -132,12 +132,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def choose_split(
     dataset_dict: datasets.DatasetDict, args: argparse.Namespace
 ) -> tuple[datasets.Dataset, datasets.Dataset | None, str]:
-    """Train and validation sets, and a description of the validation data for reports."""
+    """Train and validation sets, and a description of the validation data for reports.
+
+    Fills in ``args.train_folds`` when it was not given, so that run_config.json records the folds used.
+    """
     if args.cv_split:
         if args.cv_fold is None:
             raise ValueError("--cv-split needs --cv-fold")
         train, val, where = split_cv_fold(dataset_dict, args.cv_split, args.cv_fold)
         return train, val, f"{where}, patients unseen in training"
+    if args.train_folds is None:
+        # Nothing held out means the final model: it trains on every fold.
+        args.train_folds = ["fold_0"] if args.val_folds else [f for f in dataset_dict if f.startswith("fold_")]
     if not args.val_folds:
         missing = [f for f in args.train_folds if f not in dataset_dict]
         if missing:
