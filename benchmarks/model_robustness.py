@@ -28,7 +28,7 @@ from hub.load import LoadedModel, load_model
 from serving.images import load_image
 from serving.predict import ALL_INDEX, calibrated
 from training.data import load_cnmc
-from training.evaluate import evaluation_split
+from training.evaluate import evaluation_split, training_overlap
 from training.splits import split_cv_fold
 from training.transforms import flip_averaged
 
@@ -76,7 +76,7 @@ def probabilities(loaded: LoadedModel, images: list[Image.Image], change: str | 
     return torch.cat(out).numpy()
 
 
-def _cells(args: argparse.Namespace) -> tuple[list[Image.Image], str]:
+def _cells(args: argparse.Namespace, loaded: LoadedModel) -> tuple[list[Image.Image], str]:
     if args.data_dir is None:
         return [load_image(p).image for p in sorted(FIXTURE_CELLS.glob("*/*/*"))], "the repository's fixture cells"
     dataset_dict = load_cnmc(args.data_dir, verify=False)
@@ -86,7 +86,7 @@ def _cells(args: argparse.Namespace) -> tuple[list[Image.Image], str]:
         _, dataset, where = split_cv_fold(dataset_dict, args.cv_split, args.cv_fold)
     if args.max_cells and args.max_cells < len(dataset):
         dataset = dataset.shuffle(seed=0).select(range(args.max_cells))
-    return [image.convert("RGB") for image in dataset["image"]], where
+    return [image.convert("RGB") for image in dataset["image"]], where + training_overlap(loaded, dataset["patient_id"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     loaded = load_model(args.model)
     loaded.model.eval()
-    images, where = _cells(args)
+    images, where = _cells(args, loaded)
     report = {"model": args.model, "cells": len(images), "data": where}
     for tta in (False, True):
         reference = probabilities(loaded, images, None, tta)

@@ -20,6 +20,9 @@ from training.data import CLASS_NAMES
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CALIBRATION_NAME = "calibration.json"
+# config.json's list of the patients the weights were trained on, so that evaluation can flag them wherever the
+# model goes (the Hub included); timm and transformers ignore it.
+TRAIN_PATIENTS_KEY = "train_patients"
 
 
 def transformers_compatible(config: dict) -> dict:
@@ -48,12 +51,14 @@ def export_model(
     folder: str | Path,
     *,
     label_names: list[str] | None = None,
+    train_patients: Iterable[str] | None = None,
     extra_files: Iterable[str | Path] = (),
 ) -> Path:
     """Save ``model`` to ``folder`` as ``config.json`` + ``model.safetensors``; copy ``extra_files`` beside them.
 
     ``label_names`` defaults to the model's own (``training.backbones.create_model`` sets them), else C-NMC's.
-    ``extra_files`` is for files that travel with the weights, such as ``calibration.json``.
+    ``train_patients`` go into config.json (:data:`TRAIN_PATIENTS_KEY`). ``extra_files`` is for files that travel
+    with the weights, such as ``calibration.json``.
     """
     folder = Path(folder)
     names = list(label_names or model.pretrained_cfg.get("label_names") or CLASS_NAMES)
@@ -63,6 +68,8 @@ def export_model(
     timm.models.save_for_hf(model, folder, model_config={"label_names": names}, safe_serialization=True)
     config_path = folder / CONFIG_NAME
     config = json.loads(config_path.read_text())
+    if train_patients is not None:
+        config[TRAIN_PATIENTS_KEY] = sorted(train_patients)
     config_path.write_text(json.dumps(transformers_compatible(config), indent=2) + "\n")
     for file in map(Path, extra_files):
         shutil.copy2(file, folder / file.name)

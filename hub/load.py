@@ -25,7 +25,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-from hub.export import CALIBRATION_NAME, CONFIG_NAME, WEIGHTS_NAME
+from hub.export import CALIBRATION_NAME, CONFIG_NAME, TRAIN_PATIENTS_KEY, WEIGHTS_NAME
 from training.transforms import eval_transform
 
 HUB_PREFIX = "hf-hub:"
@@ -43,6 +43,8 @@ class LoadedModel(NamedTuple):
     label_names: list[str]  # by class index: ["hem", "all"]
     folder: Path  # the local folder the model was read from (a cache snapshot for Hub models)
     temperature: float | None  # from calibration.json: divide the logits by it before softmax
+    # config.json's record of the patients it trained on; None where the folder predates that record
+    train_patients: frozenset[str] | None = None
 
 
 def load_model(source: str, device: str | torch.device = "cpu", *, cache_dir: str | Path | None = None) -> LoadedModel:
@@ -50,7 +52,15 @@ def load_model(source: str, device: str | torch.device = "cpu", *, cache_dir: st
     folder = resolve_folder(source, cache_dir=cache_dir)
     config = json.loads((folder / CONFIG_NAME).read_text())
     model = timm.create_model(f"local-dir:{folder}", pretrained=True).to(device).eval()
-    return LoadedModel(model, eval_transform(model), _label_names(config, model), folder, _temperature(folder))
+    patients = config.get(TRAIN_PATIENTS_KEY)
+    return LoadedModel(
+        model,
+        eval_transform(model),
+        _label_names(config, model),
+        folder,
+        _temperature(folder),
+        None if patients is None else frozenset(patients),
+    )
 
 
 def resolve_folder(source: str, *, cache_dir: str | Path | None = None) -> Path:

@@ -18,8 +18,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from hub.card import model_card, present_plots
-from hub.export import CALIBRATION_NAME, CONFIG_NAME, WEIGHTS_NAME, transformers_compatible
+from hub.card import RUN_CONFIG_NAME, model_card, present_plots
+from hub.export import CALIBRATION_NAME, CONFIG_NAME, TRAIN_PATIENTS_KEY, WEIGHTS_NAME, transformers_compatible
 from hub.upload import HubError, add_upload_arguments, check_repo_id, new_folder, run, upload
 
 # Files the repo may hold that a later push may no longer bring: removed in the same commit then.
@@ -38,6 +38,9 @@ def build_model_repo(model_dir: str | Path, out: Path, *, repo_id: str) -> list[
         raise HubError(str(error)) from None
     card.save(out / "README.md")
     config = json.loads((model_dir / CONFIG_NAME).read_text())
+    # Folders exported before config.json recorded the training patients get them from their run.
+    run_config = json.loads((model_dir.parent / RUN_CONFIG_NAME).read_text())  # the card has read it already
+    config.setdefault(TRAIN_PATIENTS_KEY, sorted(run_config["train_patients"]))
     (out / CONFIG_NAME).write_text(json.dumps(transformers_compatible(config), indent=2) + "\n")
     shutil.copy2(model_dir / WEIGHTS_NAME, out / WEIGHTS_NAME)
     if (model_dir / CALIBRATION_NAME).is_file():

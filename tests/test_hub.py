@@ -245,6 +245,9 @@ def test_dry_run_builds_exactly_the_repo_files(run, tmp_path, capsys):
     assert {p.name for p in out.iterdir()} == REPO_FILES
     assert str(out) in capsys.readouterr().out
     assert (out / "model.safetensors").read_bytes() == (run / "model" / "model.safetensors").read_bytes()
+    # The run's model/ predates the record of its training patients; the repo gets them from run_config.json.
+    assert "train_patients" not in json.loads((run / "model" / "config.json").read_text())
+    assert load_model(str(out)).train_patients == {"3", "11"}
     readme = (out / "README.md").read_text()
     assert all(f"]({plot})" in readme for plot in PRESENT_PLOTS) and "eval_roc.png" not in readme
     # The folder must hold only what is built, so a used one is refused.

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -93,10 +94,20 @@ def test_evaluate_cli_scores_the_saved_model(trained, tmp_path):
         assert (tmp_path / f"prelim{suffix}").stat().st_size > 0
 
 
-def test_evaluate_flags_patients_seen_in_training(trained, tmp_path):
+def test_evaluate_flags_patients_seen_in_training(trained, tmp_path, caplog):
+    """The model folder records its training patients, so the check travels with it (to models/ or the Hub)."""
+    config = json.loads((trained / "model" / "config.json").read_text())
+    assert config["train_patients"] == json.loads((trained / "run_config.json").read_text())["train_patients"]
+    moved = tmp_path / "moved"
+    shutil.copytree(trained / "model", moved / "model")  # away from its run_config.json
     output = tmp_path / "train.json"
-    assert run_evaluate(trained, output, "--folds", "fold_0") == 0
+    assert run_evaluate(moved, output, "--folds", "fold_0") == 0
     assert "(includes 6 patient(s) seen in training)" in json.loads(output.read_text())["split"]
+    del config["train_patients"]
+    (moved / "model" / "config.json").write_text(json.dumps(config))
+    assert run_evaluate(moved, output, "--folds", "fold_0") == 0
+    assert json.loads(output.read_text())["split"] == "C-NMC 2019 fold_0"
+    assert "does not record its training patients" in caplog.text
 
 
 def test_evaluate_on_one_cross_validation_fold(trained, tmp_path, cnmc):

@@ -26,6 +26,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from hub.load import LoadedModel, load_model
 from training import atomic
 from training.data import UNKNOWN_LABEL, CNMCDataError, add_data_arguments, load_from_args
 from training.metrics import cnmc_metric
@@ -149,9 +150,22 @@ def evaluation_split(dataset_dict: datasets.DatasetDict, names: list[str]) -> da
     return dataset
 
 
-def main(argv: list[str] | None = None) -> int:
-    from hub.load import load_model
+def training_overlap(loaded: LoadedModel, patient_ids: list[str]) -> str:
+    """What to add to the split's description: whether ``patient_ids`` include patients the model trained on.
 
+    Warns when they do, or when the model's config.json does not record its training patients.
+    """
+    if loaded.train_patients is None:
+        logger.warning("%s does not record its training patients: overlap with these can't be checked", loaded.folder)
+        return ""
+    seen = loaded.train_patients & set(patient_ids)
+    if seen:
+        logger.warning("%d evaluated patient(s) were in the training data: %s", len(seen), sorted(seen))
+        return f" (includes {len(seen)} patient(s) seen in training)"
+    return ", patients unseen in training"
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="model folder, hf-hub:ORG/NAME or ORG/NAME")
     add_data_arguments(parser)
@@ -179,14 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CNMCDataError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    run_config = Path(loaded.folder).parent / "run_config.json"
-    if run_config.is_file():
-        seen = set(json.loads(run_config.read_text()).get("train_patients", [])) & set(dataset["patient_id"])
-        if seen:
-            logger.warning("%d evaluated patient(s) were in the training data: %s", len(seen), sorted(seen))
-            split += f" (includes {len(seen)} patient(s) seen in training)"
-        else:
-            split += ", patients unseen in training"
+    split += training_overlap(loaded, dataset["patient_id"])
     model = loaded.model.to(accelerator.device)
     loader = accelerator.prepare(
         make_loader(dataset, loaded.transform, args.batch_size, shuffle=False, num_workers=args.num_workers)

@@ -375,7 +375,7 @@ def train(args: argparse.Namespace) -> Path:
             best_f1 = max(row.get("val_f1_weighted", best_f1), best_f1)
             if accelerator.is_main_process:
                 tmp = out / "model.tmp"
-                export_model(accelerator.unwrap_model(eval_model), tmp)
+                export_model(accelerator.unwrap_model(eval_model), tmp, train_patients=config["train_patients"])
                 atomic.replace_dir(tmp, out / "model")
                 if val_loader is not None:
                     write_report(
