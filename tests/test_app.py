@@ -188,13 +188,27 @@ def test_zip_with_non_images_nested_folders_and_path_traversal(models, uploads, 
 
 
 def test_zip_bomb_is_refused_by_its_declared_size(tmp_path, monkeypatch):
-    archive = tmp_path / "many.zip"
-    with zipfile.ZipFile(archive, "w") as z:
+    """Too many members, too many bytes in all, or one member too large: refused from the index, before reading."""
+    many, large, huge = tmp_path / "many.zip", tmp_path / "large.zip", tmp_path / "huge.zip"
+    with zipfile.ZipFile(many, "w") as z:
         for i in range(3):
             z.writestr(f"{i}.png", b"x")
+    with zipfile.ZipFile(large, "w", zipfile.ZIP_DEFLATED) as z:
+        for i in range(2):
+            z.writestr(f"{i}.png", bytes(600))  # compresses to almost nothing, as bombs do
+    with zipfile.ZipFile(huge, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(HEM_CELL, HEM_CELL.name)
+        z.write(ALL_CELL, ALL_CELL.name)  # a 594 KiB BMP
     monkeypatch.setattr("serving.images.MAX_ZIP_FILES", 2)
-    (item,) = load_batch([archive])
-    assert item.image is None and "holds too much" in item.error
+    monkeypatch.setattr("serving.images.MAX_ZIP_BYTES", 1000)
+    for archive in (many, large):
+        (item,) = load_batch([archive])
+        assert item.image is None and "holds too much" in item.error, archive.name
+    monkeypatch.setattr("serving.images.MAX_ZIP_BYTES", 2**30)
+    monkeypatch.setattr("serving.images.MAX_FILE_BYTES", 2**19)
+    hem, all_ = load_batch([huge])
+    assert hem.error is None and all_.image is None
+    assert all_.error.startswith(f"huge.zip/{ALL_CELL.name} is larger than")
 
 
 # --- The tabs on real cells -----------------------------------------------------------------------------

@@ -24,6 +24,16 @@ def test_official_folds_are_patient_disjoint(cnmc):
         split_by_folds(cnmc, ["fold_0"], ["fold_2"])
 
 
+def test_a_patient_in_two_official_folds_is_refused(cnmc):
+    """Disjoint fold names are not enough: a data mistake can put one patient's cells in both folds."""
+    stray = cnmc["fold_0"].filter(lambda row: row["patient_id"] == "11").select([0])
+    mixed = datasets.DatasetDict(
+        {"fold_0": cnmc["fold_0"], "fold_1": datasets.concatenate_datasets([cnmc["fold_1"], stray])}
+    )
+    with pytest.raises(PatientLeakError, match=r"in both train and validation: \['11'\]"):
+        split_by_folds(mixed, ["fold_0"], ["fold_1"])
+
+
 def test_leak_is_detected_and_named(cnmc):
     fold_0 = cnmc["fold_0"]
     with pytest.raises(PatientLeakError, match=r"\['11'\]"):

@@ -206,10 +206,15 @@ def test_cells_decoded_once_train_exactly_as_cells_decoded_every_epoch(tmp_path)
     assert [r.split(",")[:9] for r in rows[0]] == [r.split(",")[:9] for r in rows[1]]
 
 
-def test_refuses_patient_leak_and_overwrite(trained, capsys):
+def test_refuses_patient_leak_and_overwrite(trained, cnmc_copy, capsys):
     args = [*TINY, "--output-dir", str(trained.parent / "leak"), "--train-folds", "fold_0", "fold_1"]
     assert train.main([*args, "--val-folds", "fold_1"]) == 2
     assert "both sides" in capsys.readouterr().err
+    folds = cnmc_copy / "training_data"  # one of patient 11's cells filed in fold_1 as well
+    shutil.copy(folds / "fold_0" / "all" / "UID_11_10_1_all.bmp", folds / "fold_1" / "all" / "UID_11_99_1_all.bmp")
+    args = [*TINY, "--data-dir", str(cnmc_copy), "--output-dir", str(trained.parent / "leak")]
+    assert train.main(args) == 2
+    assert "1 patient(s) are in both train and validation: ['11']" in capsys.readouterr().err
     assert train.main([*TINY, "--output-dir", str(trained), "--epochs", "1"]) == 2
     assert "--resume" in capsys.readouterr().err
 
@@ -265,6 +270,7 @@ def test_two_processes_give_the_same_metrics_as_one(trained, tmp_path):
         output = tmp_path / f"p{processes}.json"
         _launch(processes, [*args, "--output", str(output)])
         results.append(json.loads(output.read_text()))
+    assert [r["num_processes"] for r in results] == [1, 2]
     assert results[0]["num_cells"] == results[1]["num_cells"] == 20  # 20 cells / (2 x 3) leaves an uneven tail
     assert results[0]["confusion_matrix"] == results[1]["confusion_matrix"]
     for key in METRIC_KEYS - {"confusion_matrix"}:
@@ -280,7 +286,8 @@ def test_two_processes_follow_the_same_learning_rate_schedule_as_one(tmp_path):
     rates = []
     for processes in (1, 2):
         out = tmp_path / f"p{processes}"
-        common = ["--epochs", "2", "--max-train-cells", "16", "--max-val-cells", "8", "--output-dir", str(out)]
+        # Three batches: two processes take two each, one of them padded, so 4 scheduler steps an epoch against 3.
+        common = ["--epochs", "2", "--max-train-cells", "24", "--max-val-cells", "8", "--output-dir", str(out)]
         _launch(processes, ["-m", "training.train", *TINY, *common])
         assert json.loads((out / "run_config.json").read_text())["num_processes"] == processes
         with (out / "metrics.csv").open() as handle:

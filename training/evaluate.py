@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     if accelerator.is_main_process:
         rows = dataset.select_columns(["patient_id", "path"]).select(index.tolist())
         result = report(probs, labels, rows["patient_id"], model=args.model, split=split, tta=args.tta)
+        result["num_processes"] = accelerator.num_processes
         write_report(
             result,
             args.output,
