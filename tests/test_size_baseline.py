@@ -17,6 +17,7 @@ from training.size_baseline import (
     add_cell_area,
     cell_area,
     cross_validate,
+    log_area,
     main,
     matched_size_auc,
     size_bins,
@@ -51,6 +52,21 @@ def test_baseline_scores_every_cell_once_with_a_fit_that_never_saw_its_patient(c
         assert all(a[1] <= b[1] for a, b in zip(members, members[1:], strict=False))
     assert result["roc_auc"] > 0.7  # blasts are larger, even on 40 cells
     assert result["confusion_matrix"] and 0 <= result["patient_accuracy"] <= 1
+
+
+def test_each_fit_sees_only_the_patients_it_does_not_score(cnmc):
+    seen = []
+
+    def recording(dataset):  # called on each fold's training cells, then on the cells it scores
+        seen.append(set(dataset["patient_id"]))
+        return log_area(dataset)
+
+    result, _ = cross_validate(add_cell_area(cnmc), SPLIT, features=recording)
+    fitted, scored = seen[0::2], seen[1::2]
+    assert [sorted(s) for s in scored] == [fold["patients"] for fold in result["folds"]]
+    patients = {*cnmc["fold_0"]["patient_id"], *cnmc["fold_1"]["patient_id"]}
+    for fit, score in zip(fitted, scored, strict=True):
+        assert not fit & score and fit | score == patients
 
 
 def test_size_dependence_tells_a_size_meter_from_a_model_that_sees_more():

@@ -14,10 +14,12 @@ import torch
 from conftest import FIXTURES
 from safetensors.torch import load_file
 
+from hub.load import load_model
 from training import ensemble, evaluate, train
 from training.calibrate import calibrated
 from training.presets import PRESETS
 from training.splits import load_assignment
+from training.transforms import flip_averaged, mix_batch
 
 TINY = [
     "--backbone",
@@ -92,6 +94,22 @@ def test_evaluate_cli_scores_the_saved_model(trained, tmp_path):
     assert 0 <= result["f1_weighted"] <= 1
     for suffix in ("_confusion_matrix.png", "_roc.png", "_predictions.csv"):
         assert (tmp_path / f"prelim{suffix}").stat().st_size > 0
+
+
+def test_evaluate_tta_averages_each_cells_four_flips(trained, tmp_path, cnmc):
+    probs = []
+    for name, flags in (("single", []), ("tta", ["--tta"])):
+        assert run_evaluate(trained, tmp_path / f"{name}.json", "--split", "prelim_test", *flags) == 0
+        with (tmp_path / f"{name}_predictions.csv").open() as handle:
+            probs.append({row["path"]: float(row["prob_all"]) for row in csv.DictReader(handle)})
+    loaded = load_model(str(trained / "model"))
+    cells = cnmc["prelim_test"]
+    x = torch.stack([loaded.transform(image.convert("RGB")) for image in cells["image"]])
+    with torch.no_grad():
+        expected = flip_averaged(lambda v: loaded.model(v).softmax(-1), x)[:, 1].tolist()
+    single, tta = ([p[path] for path in cells["path"]] for p in probs)
+    # The one-epoch model sits near 0.5, so its views differ by ~1e-5; the CSV keeps six decimals.
+    assert tta == pytest.approx(expected, abs=2e-6) and single != pytest.approx(expected, abs=2e-6)
 
 
 def test_evaluate_flags_patients_seen_in_training(trained, tmp_path, caplog):
@@ -308,8 +326,16 @@ def test_best_preset_starts_training_at_chance_loss(tmp_path, trained):
 
 
 @pytest.mark.parametrize("flag", ["mixup", "cutmix"])
-def test_mixing_alphas_are_recipe_overrides(tmp_path, flag):
+def test_mixing_alphas_are_recipe_overrides(tmp_path, monkeypatch, flag):
+    calls = []
+
+    def recording(*args, **alphas):
+        calls.append(alphas)
+        return mix_batch(*args, **alphas)
+
+    monkeypatch.setattr(train, "mix_batch", recording)
     out = tmp_path / flag
     assert train.main([*TINY, "--output-dir", str(out), "--epochs", "1", f"--{flag}", "0.2"]) == 0
     assert json.loads((out / "run_config.json").read_text())[flag] == 0.2 != getattr(PRESETS["best"], flag)
+    assert calls and all(alphas[flag] == 0.2 for alphas in calls)  # every training batch is mixed with it
     assert (out / "model" / "model.safetensors").exists()
