@@ -83,6 +83,14 @@ def run_evaluate(trained: Path, output: Path, *selection: str) -> int:
                           "--output", str(output), *selection])  # fmt: skip
 
 
+def test_the_ema_weights_are_what_is_scored_and_exported(trained):
+    exported = load_file(trained / "model" / "model.safetensors")
+    raw = load_file(trained / "checkpoints" / "last" / "model.safetensors")  # the optimizer's own weights
+    ema = torch.load(trained / "checkpoints" / "last" / "custom_checkpoint_0.pkl", weights_only=False)
+    assert all(torch.equal(exported[k], ema[f"module.{k}"]) for k in exported)
+    assert not all(torch.equal(exported[k], raw[k]) for k in exported)
+
+
 def test_evaluate_cli_scores_the_saved_model(trained, tmp_path):
     output = tmp_path / "prelim.json"
     assert run_evaluate(trained, output, "--split", "prelim_test", "--tta") == 0
