@@ -322,6 +322,18 @@ def test_two_processes_follow_the_same_learning_rate_schedule_as_one(tmp_path):
     assert rates[1] == pytest.approx(rates[0])
 
 
+def test_thesis_preset_trains_the_thesis_recipe(tmp_path):
+    out = tmp_path / "thesis"
+    args = [*TINY, "--preset", "thesis", "--epochs", "1", "--max-train-cells", "16", "--max-val-cells", "8"]
+    assert train.main([*args, "--output-dir", str(out)]) == 0
+    config = json.loads((out / "run_config.json").read_text())
+    assert (config["optimizer"], config["lr"], config["drop_rate"]) == ("adam", 0.01, 0.25)
+    assert config["class_weights"] is False and config["label_smoothing"] == config["ema_decay"] == config["mixup"] == 0
+    assert config["augmentation"]["zoom_prob"] == 0.7 and PRESETS["thesis"].batch_size == 32
+    # The whole field, resized: the preprocessing saved with the model is the thesis's, not the best preset's crop.
+    assert json.loads((out / "model" / "config.json").read_text())["pretrained_cfg"]["crop_pct"] == 1.0
+
+
 def test_best_preset_starts_training_at_chance_loss(tmp_path, trained):
     """The best preset starts the head at zero; --no-zero-head keeps timm's own head init."""
     out = tmp_path / "timm-head"
