@@ -1,5 +1,6 @@
 """The model folder the repository ships is what the app loads offline: it must load, and agree with timm."""
 
+import gradio as gr
 import pytest
 import timm
 import torch
@@ -46,3 +47,13 @@ def test_shipped_model_serves_fp32s_answers_on_every_fixture_cell():
     x = torch.stack([served.loaded.transform(i) for i in images])
     reference = calibrated(fast.fp32_runner(served.loaded.model)(x), served.loaded)
     assert fast.parity(reference, probabilities(served, images)).ok, served.runner.precision
+
+
+def test_the_app_starts_offline_with_the_shipped_model_and_says_why_the_others_are_missing():
+    demo = app.build_demo()  # the registry, as `python app.py` builds it
+    (header,) = [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown) and "Models:" in str(b.value)]
+    status = {line.split("**")[1]: line for line in header.splitlines() if line.startswith("- **")}
+    assert sorted(status) == ["InceptionV3", "MobileNetV2", "ResNet101V2", "VGG19"]
+    assert status["MobileNetV2"].startswith("- **MobileNetV2**: available (")
+    for name in ("VGG19", "InceptionV3", "ResNet101V2"):
+        assert "unavailable: " in status[name] and "HF_HUB_OFFLINE" in status[name], status[name]
