@@ -6,6 +6,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from itertools import islice
 from pathlib import Path, PurePosixPath
 
@@ -84,8 +85,9 @@ def write_csv(table: pd.DataFrame, root: Path | None = None) -> Path:
     """
     root = Path(root or tempfile.gettempdir())
     for old in root.glob(f"{CSV_PREFIX}*"):
-        if time.time() - old.stat().st_mtime > CSV_MAX_AGE_S:
-            shutil.rmtree(old, ignore_errors=True)
+        with suppress(OSError):  # another app process may be removing it too
+            if time.time() - old.stat().st_mtime > CSV_MAX_AGE_S:
+                shutil.rmtree(old)
     path = Path(tempfile.mkdtemp(prefix=CSV_PREFIX, dir=root)) / "cnmc_predictions.csv"
     table.to_csv(path, index=False)
     return path
