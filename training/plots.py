@@ -10,6 +10,7 @@ matplotlib.use("Agg")  # files only: no display on training machines or in the S
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from cycler import cycler  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, roc_auc_score, roc_curve  # noqa: E402
@@ -41,6 +42,8 @@ def plot_confusion_matrix(confusion_matrix: list[list[int]], path: str | Path, t
 def plot_roc(curves: dict[str, tuple[list[int], list[float]]], path: str | Path, title: str = "") -> Path:
     """One ROC curve per name from (references, ALL scores), AUC in the legend; one name or an overlay of models."""
     fig, ax = plt.subplots(figsize=(5.5, 5.5 + 0.2 * len(curves)), layout="constrained")
+    # Past ten curves the colours repeat: a new line style for each round keeps every legend entry its own.
+    ax.set_prop_cycle(cycler(linestyle=["-", "-.", ":"]) * cycler(color=plt.get_cmap("tab10").colors))
     try:
         for name, (references, scores) in curves.items():
             if len(set(references)) < 2:
