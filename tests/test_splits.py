@@ -1,12 +1,16 @@
 """Patient-disjoint splitting: every helper refuses to put one patient on both sides."""
 
+from pathlib import Path
+
 import datasets
 import pytest
+from conftest import FIXTURES
 
 from training.splits import (
     PatientLeakError,
     assert_patient_disjoint,
     load_assignment,
+    main,
     make_cv_assignment,
     save_assignment,
     split_by_assignment,
@@ -66,3 +70,21 @@ def test_random_cell_split_needs_the_flag_and_warns(cnmc):
     with pytest.warns(UserWarning, match="overstate"):
         train, val = split_random_cells(cnmc["fold_0"], 0.25, seed=0, allow_patient_leak=True)
     assert len(train) + len(val) == 24
+
+
+def test_make_cv_command_writes_the_assignment_it_prints(cnmc, tmp_path, capsys):
+    output = tmp_path / "cv.json"
+    main(["make-cv", "--data-dir", str(FIXTURES), "--no-verify", "--k", "2", "--seed", "0", "--output", str(output)])
+    pooled = datasets.concatenate_datasets([cnmc["fold_0"], cnmc["fold_1"]])
+    assert load_assignment(output) == make_cv_assignment(pooled, k=2, seed=0)
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in printed] == ["cv fold 0", "cv fold 1"]
+
+
+def test_the_committed_assignment_puts_both_classes_in_every_fold():
+    """splits/cnmc_cv3_seed0.json: all 42 patients of fold_0 and fold_1, each fold with ALL and healthy (H) donors."""
+    assignment = load_assignment(Path(__file__).parents[1] / "splits" / "cnmc_cv3_seed0.json")
+    assert len(assignment) == 42 and set(assignment.values()) == {0, 1, 2}
+    for fold in range(3):
+        patients = [p for p, f in assignment.items() if f == fold]
+        assert any(p.startswith("H") for p in patients) and not all(p.startswith("H") for p in patients)

@@ -334,6 +334,17 @@ def test_thesis_preset_trains_the_thesis_recipe(tmp_path):
     assert json.loads((out / "model" / "config.json").read_text())["pretrained_cfg"]["crop_pct"] == 1.0
 
 
+def test_bf16_mixed_precision_trains_and_exports_fp32_weights(tmp_path):
+    """The CPU runs of results/ trained this way: autocast in bf16, master weights and the export in fp32."""
+    out = tmp_path / "bf16"
+    args = [*TINY, "--epochs", "1", "--max-train-cells", "16", "--max-val-cells", "8", "--mixed-precision", "bf16"]
+    assert train.main([*args, "--output-dir", str(out)]) == 0
+    assert json.loads((out / "run_config.json").read_text())["mixed_precision"] == "bf16"
+    with (out / "metrics.csv").open() as handle:
+        assert np.isfinite(float(next(csv.DictReader(handle))["train_loss"]))
+    assert {t.dtype for t in load_file(out / "model" / "model.safetensors").values()} <= {torch.float32, torch.int64}
+
+
 def test_best_preset_starts_training_at_chance_loss(tmp_path, trained):
     """The best preset starts the head at zero; --no-zero-head keeps timm's own head init."""
     out = tmp_path / "timm-head"
