@@ -17,9 +17,10 @@ import pandas as pd
 from hub.registry import ROOT
 from serving import batch, gradcam, results
 from serving.images import CheckedImage, ImageError, count_batch, load_batch, load_image
-from serving.lookalike import check_lookalike
+from serving.lookalike import Lookalike, check_lookalike
 from serving.predict import (
     ALL_INDEX,
+    NOT_A_CELL,
     UNCERTAIN_BAND,
     ServedModel,
     available,
@@ -28,6 +29,7 @@ from serving.predict import (
     predict,
     verdict,
 )
+from training.data import CLASS_NAMES, parse_cell_name
 
 CELLS = ROOT / "tests" / "fixtures" / "cnmc" / "C-NMC_Leukemia" / "training_data"
 EXAMPLES = [
@@ -38,12 +40,17 @@ EXAMPLES = [
     CELLS / "fold_0" / "hem" / "UID_H11_10_1_hem.webp",
     CELLS / "fold_1" / "hem" / "UID_H14_10_1_hem.webp",
 ]
+EXAMPLES_LABEL = "Real C-NMC cells, labelled with their true class (from patients the shipped model trained on)"
 PARITY_CELLS = sorted(CELLS.glob("*/*/*"))  # the bf16 path must match fp32 on every one of these real cells
 # One CPU: model events share one queue slot. Two served within 6 % as fast in the load benchmark
 # (benchmarks/app_load.py), and one keeps Grad-CAM's hooks from seeing another request's forward pass.
 CONCURRENCY_LIMIT = 1
 MAX_QUEUE = 64
 NO_MODEL = "No model is available: see the model status at the top of the page."
+GRADCAM_KEY = (
+    "Grad-CAM for class ALL: red marks the regions that raised P(ALL) most, blue those that raised it least. The map "
+    "is coarse (the last convolution's grid, scaled up): read it as where the model looked, not as an outline."
+)
 # On by default: a mirror changed 8.5 % of the shipped recipe's single-view verdicts on unseen cells (README, Results).
 FLIPS_DEFAULT = True
 FLIPS_INFO = (
@@ -51,6 +58,17 @@ FLIPS_INFO = (
     "changed 8.5 % of verdicts under a mirror. Averaging removes that and adds a little accuracy, at about three "
     "times the compute (applies to every tab)."
 )
+
+
+def _example_labels(examples: Sequence[str]) -> list[str]:
+    """Each example's true class, from its C-NMC file name, or the name alone."""
+    labels = []
+    for name in (Path(e).name for e in examples):
+        try:
+            labels.append(f"{CLASS_NAMES[parse_cell_name(name)[1]].upper()} ({name})")
+        except ValueError:
+            labels.append(name)
+    return labels
 
 
 def _read(upload: dict | str | None) -> CheckedImage:
@@ -62,14 +80,13 @@ def _read(upload: dict | str | None) -> CheckedImage:
     return load_image(Path(path), name=name or Path(path).name)
 
 
-def _notes(checked: CheckedImage) -> str:
+def _notes(checked: CheckedImage, lookalike: Lookalike) -> str:
     lines = [f"_Input: {note}._" for note in checked.notes]
-    lookalike = check_lookalike(checked.image)
     if not lookalike.looks_like_cell:
         lines.insert(
             0,
             "⚠️ **This doesn't look like a C-NMC cell** (one segmented cell centred on a black background): "
-            f"{'; '.join(lookalike.reasons)}. The prediction is out of its depth.",
+            f"{'; '.join(lookalike.reasons)}. The models are out of their depth, so no verdict is given.",
         )
     return "\n\n".join(lines)
 
@@ -116,13 +133,15 @@ def classify(
     except _Refused as refusal:
         return None, str(refusal)
     p = predict(model, checked.image, flips=flips)
+    lookalike = check_lookalike(checked.image)
     calibration = "uncalibrated" if model.loaded.temperature is None else "calibrated"
     text = (
-        f"## {p.verdict}\n\n{model.name}: P(ALL) = {p.prob_all:.3f} ({calibration}, uncertain band "
-        f"{UNCERTAIN_BAND[0]:.2f}-{UNCERTAIN_BAND[1]:.2f}) · {p.latency_ms:.0f} ms "
+        f"## {p.verdict if lookalike.looks_like_cell else NOT_A_CELL}\n\n{model.name}: P(ALL) = {p.prob_all:.3f} "
+        f"({calibration}, uncertain band {UNCERTAIN_BAND[0]:.2f}-{UNCERTAIN_BAND[1]:.2f}) · {p.latency_ms:.0f} ms "
         f"({model.runner.precision}{_averaged(flips)})"
     )
-    return {"ALL": p.prob_all, "HEM": 1 - p.prob_all}, "\n\n".join(filter(None, [text, _notes(checked)]))
+    bars = {"ALL": p.prob_all, "HEM": 1 - p.prob_all} if lookalike.looks_like_cell else None
+    return bars, "\n\n".join(filter(None, [text, _notes(checked, lookalike)]))
 
 
 def explain(models: Sequence[ServedModel], upload: dict | str | None, model_name: str | None):
@@ -131,7 +150,7 @@ def explain(models: Sequence[ServedModel], upload: dict | str | None, model_name
         model, checked = _model_and_image(models, upload, model_name)
     except _Refused as refusal:
         return None, str(refusal)
-    return gradcam.overlay(model.loaded, checked.image, ALL_INDEX), f"Grad-CAM of {model.name} for class ALL"
+    return gradcam.overlay(model.loaded, checked.image, ALL_INDEX), f"Grad-CAM of {model.name}. {GRADCAM_KEY}"
 
 
 def compare(models: Sequence[ServedModel], upload: dict | str | None, flips: bool = FLIPS_DEFAULT):
@@ -145,18 +164,27 @@ def compare(models: Sequence[ServedModel], upload: dict | str | None, flips: boo
     if not ready:
         return NO_MODEL, empty
     predictions = [predict(m, checked.image, flips=flips) for m in ready]
+    lookalike = check_lookalike(checked.image)
     mean_all = ensemble(predictions)
-    consensus = verdict(mean_all)
+    consensus = verdict(mean_all) if lookalike.looks_like_cell else NOT_A_CELL
     rows = [
-        [p.model, round(p.prob_all, 4), p.verdict, round(p.latency_ms, 1), "yes" if p.verdict == consensus else "no"]
+        [
+            p.model,
+            round(p.prob_all, 4),
+            p.verdict if lookalike.looks_like_cell else NOT_A_CELL,
+            round(p.latency_ms, 1),
+            "yes" if verdict(p.prob_all) == verdict(mean_all) else "no",
+        ]
         for p in predictions
     ]
     total = sum(p.latency_ms for p in predictions)
-    text = (
-        f"## Ensemble: {consensus}\n\nMean P(ALL) of {len(ready)} models = {mean_all:.3f} · {total:.0f} ms in all"
-        f"{_averaged(flips)}"
-    )
-    return "\n\n".join(filter(None, [text, _notes(checked)])), pd.DataFrame(rows, columns=empty.columns)
+    if len(ready) == 1:
+        text = f"## {consensus}\n\nOnly {ready[0].name} is available, so there is no ensemble: P(ALL) = {mean_all:.3f}"
+    else:
+        text = f"## Ensemble: {consensus}\n\nMean P(ALL) of {len(ready)} models = {mean_all:.3f}"
+    text += f" · {total:.0f} ms in all{_averaged(flips)}"
+    table = pd.DataFrame(rows, columns=empty.columns)
+    return "\n\n".join(filter(None, [text, _notes(checked, lookalike)])), table
 
 
 def explain_all(models: Sequence[ServedModel], upload: dict | str | None):
@@ -167,7 +195,7 @@ def explain_all(models: Sequence[ServedModel], upload: dict | str | None):
         return [], f"❌ {error}"
     ready = available(models)
     gallery = [(gradcam.overlay(m.loaded, checked.image, ALL_INDEX), m.name) for m in ready]
-    return gallery, "Grad-CAM for class ALL" if ready else NO_MODEL
+    return gallery, GRADCAM_KEY if ready else NO_MODEL
 
 
 def run_batch(
@@ -190,9 +218,11 @@ def run_batch(
         flips=flips,
     )
     failed = int((table["error"] != "").sum())
+    unlike = int((table["verdict"] == NOT_A_CELL).sum())
     csv = batch.write_csv(table)
     done = len(table) - failed
     message = f"{done} file{'' if done == 1 else 's'} classified{_averaged(flips)}"
+    message += f", {unlike} of them unlike a C-NMC cell (no verdict, see warning)" if unlike else ""
     message += f", {failed} could not be read" if failed else ""
     if total > batch.MAX_FILES:
         message += f" (only the first {batch.MAX_FILES} of {total} files are processed)"
@@ -223,8 +253,10 @@ def build_demo(
     with gr.Blocks(title="C-NMC ALL detector") as demo:
         gr.Markdown(
             "# Acute lymphoblastic leukaemia (ALL) vs healthy (HEM) white blood cells\n"
-            f"{results.DISCLAIMER}\n\nModels:\n{status}"
+            f"{results.DISCLAIMER}\n\n{len(names)} of {len(models)} models available: {', '.join(names) or 'none'}"
         )
+        with gr.Accordion("Model status", open=not names):
+            gr.Markdown(status)
         flips = gr.Checkbox(
             label="Average over the four flips of each cell",
             info=FLIPS_INFO,
@@ -238,12 +270,21 @@ def build_demo(
                     classify_button = gr.Button("Classify", variant="primary")
                     explain_button = gr.Button("Explain (Grad-CAM)")
                 with gr.Column():
-                    label = gr.Label(label="Calibrated probability", num_top_classes=2)
+                    # The verdict below is the headline: inside the uncertain band it is not the top class.
+                    label = gr.Label(label="Calibrated probability", num_top_classes=2, show_heading=False)
                     message = gr.Markdown()
                     heatmap = gr.Image(label="Grad-CAM", type="numpy", interactive=False)
                     explain_message = gr.Markdown()
             if examples:
-                gr.Examples(examples, inputs=image, label="Real C-NMC cells (ALL, then HEM)")
+                gr.Examples(examples, inputs=image, label=EXAMPLES_LABEL, example_labels=_example_labels(examples))
+            # A new image makes the answers on screen someone else's: clear them.
+            image.change(
+                lambda: (None, "", None, ""),
+                None,
+                [label, message, heatmap, explain_message],
+                queue=False,
+                api_visibility="private",
+            )
             classify_button.click(
                 partial(classify, models),
                 [image, model_name, flips],
@@ -267,10 +308,19 @@ def build_demo(
                 with gr.Column():
                     compare_message = gr.Markdown()
                     compare_table = gr.Dataframe(label="Per model", interactive=False)
-            gallery = gr.Gallery(label="Grad-CAM", columns=4, height="auto")
+            gallery = gr.Gallery(label="Grad-CAM", columns=4, height=320, object_fit="contain")
             gallery_message = gr.Markdown()
             if examples:
-                gr.Examples(examples, inputs=compare_image)
+                gr.Examples(
+                    examples, inputs=compare_image, label=EXAMPLES_LABEL, example_labels=_example_labels(examples)
+                )
+            compare_image.change(
+                lambda: ("", None, [], ""),
+                None,
+                [compare_message, compare_table, gallery, gallery_message],
+                queue=False,
+                api_visibility="private",
+            )
             compare_button.click(
                 partial(compare, models),
                 [compare_image, flips],
@@ -292,6 +342,13 @@ def build_demo(
             table = gr.Dataframe(label="P(ALL) per file", interactive=False)
             summary = gr.Dataframe(label="Per patient (C-NMC file names)", interactive=False)
             csv = gr.File(label="CSV")
+            files.change(
+                lambda: (None, None, None, ""),
+                None,
+                [table, summary, csv, batch_message],
+                queue=False,
+                api_visibility="private",
+            )
             batch_button.click(
                 partial(run_batch, models),
                 [files, flips],

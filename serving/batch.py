@@ -13,7 +13,8 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from serving.images import BatchItem
-from serving.predict import ServedModel, ensemble, predict, verdict
+from serving.lookalike import check_lookalike
+from serving.predict import NOT_A_CELL, ServedModel, ensemble, predict, verdict
 from training.data import CLASS_NAMES, parse_cell_name
 
 ENSEMBLE = "ensemble"
@@ -31,7 +32,8 @@ def predict_batch(
     flips: bool = False,
 ) -> pd.DataFrame:
     """One row per item, for the first ``min(total, MAX_FILES)``: file, each model's calibrated P(ALL), the
-    ensemble's mean, its verdict, and any error. ``items`` is consumed lazily, one decoded image at a time.
+    ensemble's mean, its verdict (none for an image unlike a C-NMC cell, the warning says why), and any error.
+    ``items`` is consumed lazily, one decoded image at a time.
 
     With ``flips``, each probability is averaged over the image's four flips (see ``serving.predict``).
     """
@@ -45,10 +47,16 @@ def predict_batch(
             predictions = [predict(model, item.image.image, flips=flips) for model in models]
             row |= {p.model: round(p.prob_all, 4) for p in predictions}
             mean_all = ensemble(predictions)  # the Compare tab's ensemble, on unrounded probabilities
-            row |= {ENSEMBLE: round(mean_all, 4), "verdict": verdict(mean_all), "error": ""}
+            lookalike = check_lookalike(item.image.image)
+            row |= {
+                ENSEMBLE: round(mean_all, 4),
+                "verdict": verdict(mean_all) if lookalike.looks_like_cell else NOT_A_CELL,
+                "warning": "; ".join(lookalike.reasons),
+                "error": "",
+            }
         rows.append(row)
         progress(done, total)
-    columns = ["file", *(m.name for m in models), ENSEMBLE, "verdict", "error"]
+    columns = ["file", *(m.name for m in models), ENSEMBLE, "verdict", "warning", "error"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -26,6 +26,8 @@ ALL_INDEX = 1  # C-NMC's class order is ["hem", "all"]
 # Calibrated P(ALL) inside this band is too close to call: the verdict defers to an expert.
 UNCERTAIN_BAND = (0.35, 0.65)
 UNCERTAIN = "uncertain: refer to an expert"
+# For an image that fails serving.lookalike's check: its probability is shown, never called ALL or HEM.
+NOT_A_CELL = "no verdict: this doesn't look like a C-NMC cell"
 # "fp32" forces eager fp32. "bf16" uses bf16 (after as few fp32 layers as it takes) wherever the CPU supports it
 # and it matches fp32 on real cells; "auto" also requires it to be faster than fp32 here.
 PRECISION = os.environ.get("CNMC_PRECISION", "auto")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hub.export import CONFIG_NAME
+from hub.export import CONFIG_NAME, TRAIN_PATIENTS_KEY
 from hub.registry import ROOT
 from serving.predict import ServedModel
 
@@ -45,5 +45,9 @@ def model_card_markdown(model: ServedModel) -> str:
         parts.append(text.split("---\n", 2)[2] if text.startswith("---\n") and text.count("---\n") >= 2 else text)
     config = folder / CONFIG_NAME
     if config.is_file():
-        parts.append(f"```json\n{json.dumps(json.loads(config.read_text()), indent=2)}\n```")
+        settings = json.loads(config.read_text())
+        patients = settings.pop(TRAIN_PATIENTS_KEY, None)  # 42 ids would bury the preprocessing
+        if patients is not None:
+            parts.append(f"Trained on {len(patients)} patients: {', '.join(patients)}.")
+        parts.append(f"```json\n{json.dumps(settings, indent=2)}\n```")
     return "\n\n".join(parts)

@@ -27,7 +27,7 @@ from hub.registry import RegisteredModel
 from serving import batch, fast, gradcam, results
 from serving.images import load_batch, load_image
 from serving.lookalike import check_lookalike
-from serving.predict import UNCERTAIN, load_models, probabilities, verdict
+from serving.predict import NOT_A_CELL, UNCERTAIN, load_models, probabilities, verdict
 from training.backbones import create_model
 
 CELLS = sorted(p for p in CNMC_ROOT.rglob("*") if p.suffix in (".bmp", ".webp"))
@@ -184,7 +184,7 @@ def test_zip_with_non_images_nested_folders_and_path_traversal(models, uploads, 
     assert "not a readable zip" in rows["broken.zip"] and "corrupt" in rows["corrupt.png"]
     assert len(rows) == 7 and "4 files classified, 3 could not be read" in message
     assert set(summary["patient"]) == {"11", "H6"}
-    assert Path(csv).read_text().splitlines()[0] == "file,Tiny A,Tiny B,ensemble,verdict,error"
+    assert Path(csv).read_text().splitlines()[0] == "file,Tiny A,Tiny B,ensemble,verdict,warning,error"
 
 
 def test_zip_bomb_is_refused_by_its_declared_size(tmp_path, monkeypatch):
@@ -399,8 +399,23 @@ def test_lookalike_warns_on_photos(models, tmp_path, name):
     result = check_lookalike(image)
     assert not result.looks_like_cell and result.reasons
     image.save(tmp_path / "photo.png")
-    _, message = app.classify(models, str(tmp_path / "photo.png"), "Tiny A")
+    bars, message = app.classify(models, str(tmp_path / "photo.png"), "Tiny A")
+    assert bars is None and message.startswith(f"## {NOT_A_CELL}\n\nTiny A: P(ALL) = ")  # a probability, no verdict
     assert "doesn't look like a C-NMC cell" in message
+    message, table = app.compare(models, str(tmp_path / "photo.png"))
+    assert message.startswith(f"## Ensemble: {NOT_A_CELL}") and set(table["verdict"]) == {NOT_A_CELL}
+    files = [str(tmp_path / "photo.png"), str(ALL_CELL)]
+    table, _, _, message = app.run_batch(models, files, False, progress=lambda *a, **k: None)
+    assert list(table["verdict"] == NOT_A_CELL) == [True, False]
+    assert list(table["warning"]) == ["; ".join(result.reasons), ""]
+    assert message == "2 files classified, 1 of them unlike a C-NMC cell (no verdict, see warning)"
+
+
+def test_compare_with_one_model_does_not_claim_an_ensemble(models):
+    one = [m for m in models if m.name == "Tiny A"]
+    message, table = app.compare(one, str(ALL_CELL), False)
+    assert message.startswith("## ") and "Only Tiny A is available, so there is no ensemble: P(ALL) = " in message
+    assert "Ensemble" not in message and list(table["model"]) == ["Tiny A"]
 
 
 def test_fast_path_matches_fp32_on_real_cells(models):

@@ -51,8 +51,10 @@ def test_shipped_model_serves_fp32s_answers_on_every_fixture_cell():
 
 def test_the_app_starts_offline_with_the_shipped_model_and_says_why_the_others_are_missing():
     demo = app.build_demo()  # the registry, as `python app.py` builds it
-    (header,) = [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown) and "Models:" in str(b.value)]
-    status = {line.split("**")[1]: line for line in header.splitlines() if line.startswith("- **")}
+    texts = [str(b.value) for b in demo.blocks.values() if isinstance(b, gr.Markdown)]
+    assert any("1 of 4 models available: MobileNetV2" in text for text in texts)
+    (listing,) = [text for text in texts if text.startswith("- **")]  # the "Model status" accordion
+    status = {line.split("**")[1]: line for line in listing.splitlines()}
     assert sorted(status) == ["InceptionV3", "MobileNetV2", "ResNet101V2", "VGG19"]
     assert status["MobileNetV2"].startswith("- **MobileNetV2**: available (")
     for name in ("VGG19", "InceptionV3", "ResNet101V2"):
