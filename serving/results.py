@@ -10,6 +10,7 @@ from hub.registry import ROOT
 from serving.predict import ServedModel
 
 RESULTS_DIR = ROOT / "results"
+CARDS_DIR = ROOT / "models"
 DISCLAIMER = (
     "**Research and education only, not for diagnosis.** These models have not been validated for clinical use; "
     "a prediction is no substitute for a haematologist's review."
@@ -33,16 +34,27 @@ def result_plots(results_dir: Path = RESULTS_DIR) -> list[str]:
     return [str(p) for p in sorted(results_dir.glob("*.png"))]
 
 
-def model_card_markdown(model: ServedModel) -> str:
-    """The model folder's README.md without its YAML header, then its config.json; or why it is unavailable."""
+def _card(readme: Path) -> str:
+    """A model card without its YAML header."""
+    text = readme.read_text()
+    return text.split("---\n", 2)[2] if text.startswith("---\n") and text.count("---\n") >= 2 else text
+
+
+def model_card_markdown(model: ServedModel, cards_dir: Path = CARDS_DIR) -> str:
+    """The model folder's README.md without its YAML header, then its config.json. For a model that is unavailable,
+    why, then its card as committed under ``cards_dir/<name>/`` when there is one (the large models' weights are not
+    in the repository, their cards are)."""
     if not model.available:
-        return f"**{model.name}**: {model.status}"
+        committed = cards_dir / model.name.lower() / "README.md"
+        parts = [f"**{model.name}**: {model.status}"]
+        if committed.is_file():
+            parts += ["_Its card as committed to this repository, without the weights:_", _card(committed)]
+        return "\n\n".join(parts)
     folder = model.loaded.folder
     readme = folder / "README.md"
     parts = [f"**{model.name}**: {model.status}, from `{model.source}`"]
     if readme.is_file():
-        text = readme.read_text()
-        parts.append(text.split("---\n", 2)[2] if text.startswith("---\n") and text.count("---\n") >= 2 else text)
+        parts.append(_card(readme))
     config = folder / CONFIG_NAME
     if config.is_file():
         settings = json.loads(config.read_text())

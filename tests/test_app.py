@@ -484,7 +484,12 @@ def test_results_tab_without_and_with_committed_results(models, tmp_path):
     (tiny.loaded.folder / "README.md").write_text("---\nlicense: apache-2.0\n---\n# Tiny A card\n")
     card = results.model_card_markdown(tiny)
     assert "# Tiny A card" in card and "license:" not in card and '"architecture": "mobilenetv2_100"' in card
-    assert "unavailable: " in results.model_card_markdown(next(m for m in models if m.name == "Gone"))
+    gone = next(m for m in models if m.name == "Gone")
+    assert results.model_card_markdown(gone, cards_dir=tmp_path) == f"**Gone**: {gone.status}"
+    (tmp_path / "gone").mkdir()
+    (tmp_path / "gone" / "README.md").write_text("---\nlicense: apache-2.0\n---\n# Gone's card\n")
+    card = results.model_card_markdown(gone, cards_dir=tmp_path)
+    assert card.startswith("**Gone**: unavailable: ") and card.endswith("# Gone's card\n") and "license:" not in card
     assert "10.7937/tcia.2019.dc64i46r" in results.DATASET_CREDIT and "CC BY 3.0" in results.DATASET_CREDIT
     assert "not for diagnosis" in results.DISCLAIMER
 
