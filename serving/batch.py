@@ -14,7 +14,7 @@ import pandas as pd
 
 from serving.images import BatchItem
 from serving.lookalike import check_lookalike
-from serving.predict import NOT_A_CELL, ServedModel, ensemble, predict, verdict
+from serving.predict import NOT_A_CELL, UNCERTAIN, ServedModel, ensemble, predict, verdict
 from training.data import CLASS_NAMES, parse_cell_name
 
 ENSEMBLE = "ensemble"
@@ -69,21 +69,31 @@ def patient_summary(table: pd.DataFrame) -> pd.DataFrame:
         except ValueError:
             continue
         rows.append({"patient": patient, "label": CLASS_NAMES[label], "p_all": row[ENSEMBLE]})
+    names = {
+        "label": "label (from file name)",
+        "mean_p_all": "mean P(ALL)",
+        "call": "patient call (mean P(ALL))",
+        "called_all": "cells called ALL",
+        "uncertain": "cells uncertain",
+        "accuracy": "cell accuracy",
+    }
     if not rows:
-        return pd.DataFrame(columns=["patient", "label", "cells", "mean P(ALL)", "cells called ALL", "cell accuracy"])
+        return pd.DataFrame(columns=["patient", names["label"], "cells", *list(names.values())[1:]])
     cells = pd.DataFrame(rows)
     cells["called_all"] = cells["p_all"] > 0.5
+    cells["uncertain"] = cells["p_all"].map(verdict) == UNCERTAIN
     cells["correct"] = cells["called_all"] == (cells["label"] == "all")
     summary = cells.groupby(["patient", "label"], sort=True).agg(
         cells=("p_all", "size"),
         mean_p_all=("p_all", "mean"),
         called_all=("called_all", "sum"),
+        uncertain=("uncertain", "sum"),
         accuracy=("correct", "mean"),
     )
     summary = summary.reset_index().round(4)
-    return summary.rename(
-        columns={"mean_p_all": "mean P(ALL)", "called_all": "cells called ALL", "accuracy": "cell accuracy"}
-    )
+    # One call per patient from the mean of its cells, as the metrics make it, with the app's uncertain band.
+    summary.insert(4, "call", summary["mean_p_all"].map(verdict))
+    return summary.rename(columns=names)
 
 
 def write_csv(table: pd.DataFrame, root: Path | None = None) -> Path:

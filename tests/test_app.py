@@ -287,6 +287,9 @@ def test_batch_of_real_cells_with_patient_summary(models):
     assert len(table) == 12 and (table["error"] == "").all() and message == "12 files classified"
     assert table["ensemble"].between(0, 1).all()
     assert summary["cells"].sum() == sum("UID_" in p.name for p in CELLS[:12])
+    for _, row in summary.iterrows():
+        assert row["patient call (mean P(ALL))"] == verdict(row["mean P(ALL)"])
+        assert row["label (from file name)"] in ("all", "hem") and 0 <= row["cells uncertain"] <= row["cells"]
     assert app.run_batch(models, [], progress=None)[3] == "Upload images or a .zip of them first."
 
 
