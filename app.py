@@ -339,11 +339,14 @@ def build_demo(
             files = gr.File(label="Images or .zip files", file_count="multiple", type="filepath")
             batch_button = gr.Button("Classify all", variant="primary")
             batch_message = gr.Markdown()
-            table = gr.Dataframe(label="P(ALL) per file", interactive=False)
-            summary = gr.Dataframe(label="Per patient (C-NMC file names)", interactive=False)
+            no_files = pd.DataFrame(columns=batch.table_columns(available(models)))  # headers before the first run
+            table = gr.Dataframe(no_files, label="P(ALL) per file", interactive=False)
+            summary = gr.Dataframe(
+                batch.patient_summary(no_files), label="Per patient (C-NMC file names)", interactive=False
+            )
             csv = gr.File(label="CSV")
             files.change(
-                lambda: (None, None, None, ""),
+                lambda: (no_files, batch.patient_summary(no_files), None, ""),
                 None,
                 [table, summary, csv, batch_message],
                 queue=False,

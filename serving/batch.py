@@ -56,8 +56,11 @@ def predict_batch(
             }
         rows.append(row)
         progress(done, total)
-    columns = ["file", *(m.name for m in models), ENSEMBLE, "verdict", "warning", "error"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=table_columns(models))
+
+
+def table_columns(models: Sequence[ServedModel]) -> list[str]:
+    return ["file", *(m.name for m in models), ENSEMBLE, "verdict", "warning", "error"]
 
 
 def patient_summary(table: pd.DataFrame) -> pd.DataFrame:
