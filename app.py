@@ -40,7 +40,6 @@ EXAMPLES = [
     CELLS / "fold_0" / "hem" / "UID_H11_10_1_hem.webp",
     CELLS / "fold_1" / "hem" / "UID_H14_10_1_hem.webp",
 ]
-EXAMPLES_LABEL = "Real C-NMC cells, labelled with their true class (from patients the shipped model trained on)"
 PARITY_CELLS = sorted(CELLS.glob("*/*/*"))  # the bf16 path must match fp32 on every one of these real cells
 # One CPU: model events share one queue slot. Two served within 6 % as fast in the load benchmark
 # (benchmarks/app_load.py), and one keeps Grad-CAM's hooks from seeing another request's forward pass.
@@ -60,15 +59,15 @@ FLIPS_INFO = (
 )
 
 
-def _example_labels(examples: Sequence[str]) -> list[str]:
-    """Each example's true class, from its C-NMC file name, or the name alone."""
-    labels = []
+def _examples_label(examples: Sequence[str]) -> str:
+    """The examples' true classes in order, from their C-NMC file names (the thumbnails stay images)."""
+    classes = []
     for name in (Path(e).name for e in examples):
         try:
-            labels.append(f"{CLASS_NAMES[parse_cell_name(name)[1]].upper()} ({name})")
+            classes.append(CLASS_NAMES[parse_cell_name(name)[1]].upper())
         except ValueError:
-            labels.append(name)
-    return labels
+            classes.append("?")
+    return f"Real C-NMC cells, in order {', '.join(classes)} (from patients the shipped model trained on)"
 
 
 def _read(upload: dict | str | None) -> CheckedImage:
@@ -276,7 +275,7 @@ def build_demo(
                     heatmap = gr.Image(label="Grad-CAM", type="numpy", interactive=False)
                     explain_message = gr.Markdown()
             if examples:
-                gr.Examples(examples, inputs=image, label=EXAMPLES_LABEL, example_labels=_example_labels(examples))
+                gr.Examples(examples, inputs=image, label=_examples_label(examples))
             # A new image makes the answers on screen someone else's: clear them.
             image.change(
                 lambda: (None, "", None, ""),
@@ -311,9 +310,7 @@ def build_demo(
             gallery = gr.Gallery(label="Grad-CAM", columns=4, height=320, object_fit="contain")
             gallery_message = gr.Markdown()
             if examples:
-                gr.Examples(
-                    examples, inputs=compare_image, label=EXAMPLES_LABEL, example_labels=_example_labels(examples)
-                )
+                gr.Examples(examples, inputs=compare_image, label=_examples_label(examples))
             compare_image.change(
                 lambda: ("", None, [], ""),
                 None,

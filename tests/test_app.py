@@ -523,3 +523,9 @@ def test_gradio_client_calls_every_named_endpoint(models, uploads, tmp_path):
         assert message == "3 files classified, averaged over 4 flips"
     finally:
         demo.close()
+
+
+def test_examples_are_captioned_with_their_true_classes():
+    assert app._examples_label([str(p) for p in app.EXAMPLES]).startswith(
+        "Real C-NMC cells, in order ALL, ALL, ALL, HEM, HEM, HEM"
+    )
