@@ -135,7 +135,7 @@ def classify(
     lookalike = check_lookalike(checked.image)
     calibration = "uncalibrated" if model.loaded.temperature is None else "calibrated"
     text = (
-        f"## {p.verdict if lookalike.looks_like_cell else NOT_A_CELL}\n\n{model.name}: P(ALL) = {p.prob_all:.3f} "
+        f"## {verdict(p.prob_all, lookalike.looks_like_cell)}\n\n{model.name}: P(ALL) = {p.prob_all:.3f} "
         f"({calibration}, uncertain band {UNCERTAIN_BAND[0]:.2f}-{UNCERTAIN_BAND[1]:.2f}) · {p.latency_ms:.0f} ms "
         f"({model.runner.precision}{_averaged(flips)})"
     )
@@ -165,12 +165,12 @@ def compare(models: Sequence[ServedModel], upload: dict | str | None, flips: boo
     predictions = [predict(m, checked.image, flips=flips) for m in ready]
     lookalike = check_lookalike(checked.image)
     mean_all = ensemble(predictions)
-    consensus = verdict(mean_all) if lookalike.looks_like_cell else NOT_A_CELL
+    consensus = verdict(mean_all, lookalike.looks_like_cell)
     rows = [
         [
             p.model,
             round(p.prob_all, 4),
-            p.verdict if lookalike.looks_like_cell else NOT_A_CELL,
+            verdict(p.prob_all, lookalike.looks_like_cell),
             round(p.latency_ms, 1),
             "yes" if verdict(p.prob_all) == verdict(mean_all) else "no",
         ]
@@ -228,6 +228,11 @@ def run_batch(
     return table, batch.patient_summary(table), str(csv), message
 
 
+def _clear_on_change(trigger: gr.components.Component, cleared: dict) -> None:
+    """A new input makes the answers on screen someone else's: reset each output in ``cleared`` to its value."""
+    trigger.change(lambda: tuple(cleared.values()), None, list(cleared), queue=False, api_visibility="private")
+
+
 def _image_input() -> gr.Image:
     # type="filepath" and preprocess=False on the events: our loader, not gradio's, decodes untrusted uploads.
     return gr.Image(label="Cell image", type="filepath", sources=["upload", "clipboard"], height=320)
@@ -276,14 +281,7 @@ def build_demo(
                     explain_message = gr.Markdown()
             if examples:
                 gr.Examples(examples, inputs=image, label=_examples_label(examples))
-            # A new image makes the answers on screen someone else's: clear them.
-            image.change(
-                lambda: (None, "", None, ""),
-                None,
-                [label, message, heatmap, explain_message],
-                queue=False,
-                api_visibility="private",
-            )
+            _clear_on_change(image, {label: None, message: "", heatmap: None, explain_message: ""})
             classify_button.click(
                 partial(classify, models),
                 [image, model_name, flips],
@@ -311,12 +309,8 @@ def build_demo(
             gallery_message = gr.Markdown()
             if examples:
                 gr.Examples(examples, inputs=compare_image, label=_examples_label(examples))
-            compare_image.change(
-                lambda: ("", None, [], ""),
-                None,
-                [compare_message, compare_table, gallery, gallery_message],
-                queue=False,
-                api_visibility="private",
+            _clear_on_change(
+                compare_image, {compare_message: "", compare_table: None, gallery: [], gallery_message: ""}
             )
             compare_button.click(
                 partial(compare, models),
@@ -338,17 +332,10 @@ def build_demo(
             batch_message = gr.Markdown()
             no_files = pd.DataFrame(columns=batch.table_columns(available(models)))  # headers before the first run
             table = gr.Dataframe(no_files, label="P(ALL) per file", interactive=False)
-            summary = gr.Dataframe(
-                batch.patient_summary(no_files), label="Per patient (C-NMC file names)", interactive=False
-            )
+            no_patients = batch.patient_summary(no_files)
+            summary = gr.Dataframe(no_patients, label="Per patient (C-NMC file names)", interactive=False)
             csv = gr.File(label="CSV")
-            files.change(
-                lambda: (no_files, batch.patient_summary(no_files), None, ""),
-                None,
-                [table, summary, csv, batch_message],
-                queue=False,
-                api_visibility="private",
-            )
+            _clear_on_change(files, {table: no_files, summary: no_patients, csv: None, batch_message: ""})
             batch_button.click(
                 partial(run_batch, models),
                 [files, flips],

@@ -14,7 +14,7 @@ import pandas as pd
 
 from serving.images import BatchItem
 from serving.lookalike import check_lookalike
-from serving.predict import NOT_A_CELL, UNCERTAIN, ServedModel, ensemble, predict, verdict
+from serving.predict import UNCERTAIN, ServedModel, ensemble, predict, verdict
 from training.data import CLASS_NAMES, parse_cell_name
 
 ENSEMBLE = "ensemble"
@@ -50,7 +50,7 @@ def predict_batch(
             lookalike = check_lookalike(item.image.image)
             row |= {
                 ENSEMBLE: round(mean_all, 4),
-                "verdict": verdict(mean_all) if lookalike.looks_like_cell else NOT_A_CELL,
+                "verdict": verdict(mean_all, lookalike.looks_like_cell),
                 "warning": "; ".join(lookalike.reasons),
                 "error": "",
             }

@@ -66,7 +66,10 @@ class Prediction:
         return verdict(self.prob_all)
 
 
-def verdict(prob_all: float) -> str:
+def verdict(prob_all: float, looks_like_cell: bool = True) -> str:
+    """ALL, HEM or uncertain; no verdict at all for an image that fails serving.lookalike's check."""
+    if not looks_like_cell:
+        return NOT_A_CELL
     if UNCERTAIN_BAND[0] <= prob_all <= UNCERTAIN_BAND[1]:
         return UNCERTAIN
     return "ALL" if prob_all > 0.5 else "HEM"
