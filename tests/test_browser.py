@@ -66,6 +66,8 @@ def test_classify_a_cell_and_screenshot_compare(url):
             verdict.wait_for(timeout=60_000)
             heading = page.get_by_role("heading", level=2).first.inner_text()  # the verdict, the page's headline
             assert heading.strip() in ("ALL", "HEM", UNCERTAIN)
+            page.get_by_label("Remove Image").first.click()  # the answer must not stay beside the next image
+            verdict.wait_for(state="detached", timeout=30_000)
             page.get_by_role("tab", name="Compare").click()
             page.locator("input[type=file]").nth(1).set_input_files(str(CELL))
             page.get_by_role("button", name="Compare all models").click()
