@@ -215,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{split}: weighted F1 {result['f1_weighted']:.4f}, accuracy {result['accuracy']:.4f}, "
             f"ROC-AUC {result['roc_auc']}, patient accuracy {result['patient_accuracy']:.3f} -> {args.output}"
         )
+    # A rank that exits with its process group alive can abort at teardown (gloo: "terminate called without an
+    # active exception") while the main process still writes the report; leave together, as training does.
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
     return 0
 
 
