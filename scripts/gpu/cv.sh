@@ -8,7 +8,7 @@
 # hand-made-statistics one (results/handcrafted-baseline/).
 #
 # Needs `prepared/` (python -m training.data prepare --data-dir PATH/C-NMC_Leukemia --output prepared) and,
-# on a machine without them, wheels in .whl/ (datasets, evaluate, timm, dill, multiprocess).
+# on a machine without them, wheels in .whl/ (scripts/gpu/env.sh lists them).
 # IMG_SIZE overrides the backbone's input size (e.g. 128 for a CPU-sized run); TRAIN_ARGS adds training.train flags
 # to every run (e.g. "--color-jitter 0.4 --hue 0.05", or "--no-zero-head" to repeat the runs before session 6).
 # On a GPU each run decodes its training cells once into device memory (training.device_cache); TRAIN_ARGS=--device-cache
@@ -28,15 +28,7 @@ BENCH_STEPS=${BENCH_STEPS:-25}
 LIMIT=${MAX_CELLS:+--max-train-cells $MAX_CELLS --max-val-cells $MAX_CELLS}
 SIZE=${IMG_SIZE:+--img-size $IMG_SIZE}
 mkdir -p "$OUT/runs"
-if ! python3 -c "import datasets, evaluate" 2>/dev/null; then
-  rm -rf /tmp/site && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site || exit 1
-fi
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-python3 -c "import torch, timm, datasets, evaluate, accelerate, transformers; print('torch', torch.__version__, \
-'timm', timm.__version__, 'datasets', datasets.__version__, 'accelerate', accelerate.__version__, \
-'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())" || exit 1
-nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null
+source scripts/gpu/env.sh
 
 # MobileNetV2 is measured first and again last: its first row has read low on an H100 after the warm-up.
 BENCH_BACKBONES=${BENCH_BACKBONES:-mobilenetv2 vgg19 inceptionv3 resnet101v2 mobilenetv2}
