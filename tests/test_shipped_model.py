@@ -60,4 +60,4 @@ def test_the_app_starts_offline_with_the_shipped_model_and_says_why_the_others_a
     for name in ("VGG19", "InceptionV3", "ResNet101V2"):
         assert "unavailable: " in status[name] and "HF_HUB_OFFLINE" in status[name], status[name]
     cards = {t.split("**")[1] for t in texts if "_Its card as committed to this repository" in t}
-    assert cards == {"InceptionV3", "ResNet101V2"}  # VGG19 has no committed card yet
+    assert cards == {"VGG19", "InceptionV3", "ResNet101V2"}
