@@ -15,8 +15,8 @@ from training.transforms import eval_transform
 MODEL_DIRS = sorted(p.parent for p in (Path(__file__).parents[1] / "models").glob("*/config.json"))
 
 
-def test_the_three_trained_backbones_have_folders():
-    assert [p.name for p in MODEL_DIRS] == ["inceptionv3", "mobilenetv2", "resnet101v2"]
+def test_the_four_trained_backbones_have_folders():
+    assert [p.name for p in MODEL_DIRS] == ["inceptionv3", "mobilenetv2", "resnet101v2", "vgg19"]
 
 
 @pytest.mark.parametrize("folder", MODEL_DIRS, ids=lambda p: p.name)
