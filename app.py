@@ -1,6 +1,6 @@
 """Gradio app (a Hugging Face Space): is a white-blood-cell image ALL (leukaemia) or HEM (healthy)?
 
-Tabs: Classify (one model, calibrated verdict, Grad-CAM on demand), Compare (every model and their ensemble),
+Tabs: Classify (one model, calibrated verdict, Grad-CAM on demand), Compare (the ticked models and their ensemble),
 Batch (many files or a .zip, CSV out, per-patient summary) and Models & results. The handlers are thin; the work
 is in ``serving/``. ``python app.py`` serves on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (gradio reads both).
 """
@@ -109,6 +109,19 @@ def _pick(models: Sequence[ServedModel], name: str | None) -> ServedModel:
     return model
 
 
+def _chosen(models: Sequence[ServedModel], members: Sequence[str] | None) -> list[ServedModel]:
+    """The available models among ``members`` (every available one when None), in the registry's order."""
+    ready = available(models)
+    if not ready:
+        raise _Refused(NO_MODEL)
+    if members is None:
+        return ready
+    if not members:
+        raise _Refused("❌ Tick at least one model.")
+    names = {_pick(models, name).name for name in members}  # refuses a name it cannot serve
+    return [m for m in ready if m.name in names]
+
+
 def _model_and_image(
     models: Sequence[ServedModel], upload: dict | str | None, model_name: str | None
 ) -> tuple[ServedModel, CheckedImage]:
@@ -152,16 +165,21 @@ def explain(models: Sequence[ServedModel], upload: dict | str | None, model_name
     return gradcam.overlay(model.loaded, checked.image, ALL_INDEX), f"Grad-CAM of {model.name}. {GRADCAM_KEY}"
 
 
-def compare(models: Sequence[ServedModel], upload: dict | str | None, flips: bool = FLIPS_DEFAULT):
-    """-> (ensemble markdown, per-model table)."""
+def compare(
+    models: Sequence[ServedModel],
+    upload: dict | str | None,
+    flips: bool = FLIPS_DEFAULT,
+    members: Sequence[str] | None = None,
+):
+    """-> (ensemble markdown, per-model table) for the chosen ``members`` (default: every available model)."""
     empty = pd.DataFrame(columns=["model", "P(ALL)", "verdict", "latency (ms)", "agrees with ensemble"])
     try:
         checked = _read(upload)
+        ready = _chosen(models, members)
     except ImageError as error:
         return f"❌ {error}", empty
-    ready = available(models)
-    if not ready:
-        return NO_MODEL, empty
+    except _Refused as refusal:
+        return str(refusal), empty
     predictions = [predict(m, checked.image, flips=flips) for m in ready]
     lookalike = check_lookalike(checked.image)
     mean_all = ensemble(predictions)
@@ -178,7 +196,8 @@ def compare(models: Sequence[ServedModel], upload: dict | str | None, flips: boo
     ]
     total = sum(p.latency_ms for p in predictions)
     if len(ready) == 1:
-        text = f"## {consensus}\n\nOnly {ready[0].name} is available, so there is no ensemble: P(ALL) = {mean_all:.3f}"
+        why = "available" if len(available(models)) == 1 else "ticked"
+        text = f"## {consensus}\n\nOnly {ready[0].name} is {why}, so there is no ensemble: P(ALL) = {mean_all:.3f}"
     else:
         text = f"## Ensemble: {consensus}\n\nMean P(ALL) of {len(ready)} models = {mean_all:.3f}"
     text += f" · {total:.0f} ms in all{_averaged(flips)}"
@@ -186,15 +205,16 @@ def compare(models: Sequence[ServedModel], upload: dict | str | None, flips: boo
     return "\n\n".join(filter(None, [text, _notes(checked, lookalike)])), table
 
 
-def explain_all(models: Sequence[ServedModel], upload: dict | str | None):
-    """-> (gallery of (overlay, caption), message)."""
+def explain_all(models: Sequence[ServedModel], upload: dict | str | None, members: Sequence[str] | None = None):
+    """-> (gallery of (overlay, caption), message) for the chosen ``members`` (default: every available model)."""
     try:
         checked = _read(upload)
+        ready = _chosen(models, members)
     except ImageError as error:
         return [], f"❌ {error}"
-    ready = available(models)
-    gallery = [(gradcam.overlay(m.loaded, checked.image, ALL_INDEX), m.name) for m in ready]
-    return gallery, GRADCAM_KEY if ready else NO_MODEL
+    except _Refused as refusal:
+        return [], str(refusal)
+    return [(gradcam.overlay(m.loaded, checked.image, ALL_INDEX), m.name) for m in ready], GRADCAM_KEY
 
 
 def run_batch(
@@ -300,8 +320,11 @@ def build_demo(
             with gr.Row():
                 with gr.Column():
                     compare_image = _image_input()
-                    compare_button = gr.Button("Compare all models", variant="primary")
-                    explain_all_button = gr.Button("Grad-CAM for all")
+                    members = gr.CheckboxGroup(
+                        names, value=names, label="Models", info="The ensemble is the mean P(ALL) of those ticked."
+                    )
+                    compare_button = gr.Button("Compare", variant="primary")
+                    explain_all_button = gr.Button("Grad-CAM for each")
                 with gr.Column():
                     compare_message = gr.Markdown()
                     compare_table = gr.Dataframe(label="Per model", interactive=False)
@@ -314,14 +337,14 @@ def build_demo(
             )
             compare_button.click(
                 partial(compare, models),
-                [compare_image, flips],
+                [compare_image, flips, members],
                 [compare_message, compare_table],
                 api_name="compare",
                 **image_event,
             )
             explain_all_button.click(
                 partial(explain_all, models),
-                compare_image,
+                [compare_image, members],
                 [gallery, gallery_message],
                 api_name="explain_all",
                 **image_event,

@@ -414,6 +414,20 @@ def test_lookalike_warns_on_photos(models, tmp_path, name):
     assert message == "2 files classified, 1 of them unlike a C-NMC cell (no verdict, see warning)"
 
 
+def test_compare_only_the_ticked_models(models):
+    message, table = app.compare(models, str(ALL_CELL), False, ["Tiny B"])
+    assert "Only Tiny B is ticked, so there is no ensemble" in message and list(table["model"]) == ["Tiny B"]
+    alone, _ = app.compare([m for m in models if m.name == "Tiny B"], str(ALL_CELL), False)
+    assert message.split("P(ALL) = ")[1][:5] == alone.split("P(ALL) = ")[1][:5]
+    gallery, _ = app.explain_all(models, str(ALL_CELL), ["Tiny A"])
+    assert [name for _, name in gallery] == ["Tiny A"]
+    assert app.compare(models, str(ALL_CELL), False, [])[0] == "❌ Tick at least one model."
+    assert app.explain_all(models, str(ALL_CELL), [])[1] == "❌ Tick at least one model."
+    message, table = app.compare(models, str(ALL_CELL), False, ["Tiny A", "Gone"])
+    assert message.startswith("❌ Model 'Gone' is unavailable: ") and table.empty
+    assert "'Nope' is not one of this app's models" in app.compare(models, str(ALL_CELL), False, ["Nope"])[0]
+
+
 def test_compare_with_one_model_does_not_claim_an_ensemble(models):
     one = [m for m in models if m.name == "Tiny A"]
     message, table = app.compare(one, str(ALL_CELL), False)
@@ -512,6 +526,8 @@ def test_gradio_client_calls_every_named_endpoint(models, uploads, tmp_path):
         assert "flips" not in message
         ensemble, table = client.predict(handle_file(str(HEM_CELL)), api_name="/compare")
         assert ensemble.startswith("## Ensemble") and [row[0] for row in table["data"]] == ["Tiny A", "Tiny B"]
+        _, table = client.predict(handle_file(str(HEM_CELL)), False, ["Tiny B"], api_name="/compare")
+        assert [row[0] for row in table["data"]] == ["Tiny B"]
         _, message = client.predict(handle_file(str(uploads / "bomb.png")), "Tiny A", api_name="/classify")
         assert "too large" in message  # and the server keeps serving:
         overlay, _ = client.predict(handle_file(str(HEM_CELL)), "Tiny A", api_name="/explain")

@@ -70,7 +70,7 @@ def test_classify_a_cell_and_screenshot_compare(url):
             verdict.wait_for(state="detached", timeout=30_000)
             page.get_by_role("tab", name="Compare").click()
             page.locator("input[type=file]").nth(1).set_input_files(str(CELL))
-            page.get_by_role("button", name="Compare all models").click()
+            page.get_by_role("button", name="Compare", exact=True).click()
             page.get_by_text("Only Tiny is available, so there is no ensemble").wait_for(timeout=60_000)
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=ARTIFACTS / "compare_tab.png", full_page=True)
