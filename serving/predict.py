@@ -61,10 +61,6 @@ class Prediction:
     prob_all: float  # calibrated
     latency_ms: float
 
-    @property
-    def verdict(self) -> str:
-        return verdict(self.prob_all)
-
 
 def verdict(prob_all: float, looks_like_cell: bool = True) -> str:
     """ALL, HEM or uncertain; no verdict at all for an image that fails serving.lookalike's check."""
