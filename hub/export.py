@@ -16,6 +16,7 @@ import timm
 import torch
 
 from training.data import CLASS_NAMES
+from training.transforms import CellNormalization
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -23,6 +24,8 @@ CALIBRATION_NAME = "calibration.json"
 # config.json's list of the patients the weights were trained on, so that evaluation can flag them wherever the
 # model goes (the Hub included); timm and transformers ignore it.
 TRAIN_PATIENTS_KEY = "train_patients"
+# config.json's cell normalisation (training.transforms.CellNormalization), applied before timm's eval transform.
+CELL_NORMALIZATION_KEY = "cell_normalization"
 
 
 def transformers_compatible(config: dict) -> dict:
@@ -52,13 +55,15 @@ def export_model(
     *,
     label_names: list[str] | None = None,
     train_patients: Iterable[str] | None = None,
+    cell_normalization: CellNormalization | None = None,
     extra_files: Iterable[str | Path] = (),
 ) -> Path:
     """Save ``model`` to ``folder`` as ``config.json`` + ``model.safetensors``; copy ``extra_files`` beside them.
 
     ``label_names`` defaults to the model's own (``training.backbones.create_model`` sets them), else C-NMC's.
-    ``train_patients`` go into config.json (:data:`TRAIN_PATIENTS_KEY`). ``extra_files`` is for files that travel
-    with the weights, such as ``calibration.json``.
+    ``train_patients`` go into config.json (:data:`TRAIN_PATIENTS_KEY`), and so does ``cell_normalization``
+    (:data:`CELL_NORMALIZATION_KEY`), the preprocessing that runs before timm's own. ``extra_files`` is for files
+    that travel with the weights, such as ``calibration.json``.
     """
     folder = Path(folder)
     names = list(label_names or model.pretrained_cfg.get("label_names") or CLASS_NAMES)
@@ -70,6 +75,8 @@ def export_model(
     config = json.loads(config_path.read_text())
     if train_patients is not None:
         config[TRAIN_PATIENTS_KEY] = sorted(train_patients)
+    if cell_normalization is not None:
+        config[CELL_NORMALIZATION_KEY] = cell_normalization.to_config()
     config_path.write_text(json.dumps(transformers_compatible(config), indent=2) + "\n")
     for file in map(Path, extra_files):
         shutil.copy2(file, folder / file.name)

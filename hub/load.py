@@ -25,8 +25,8 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-from hub.export import CALIBRATION_NAME, CONFIG_NAME, TRAIN_PATIENTS_KEY, WEIGHTS_NAME
-from training.transforms import eval_transform
+from hub.export import CALIBRATION_NAME, CELL_NORMALIZATION_KEY, CONFIG_NAME, TRAIN_PATIENTS_KEY, WEIGHTS_NAME
+from training.transforms import CellNormalization, eval_transform
 
 HUB_PREFIX = "hf-hub:"
 # Only what the model needs: the card and plots stay on the Hub.
@@ -39,7 +39,7 @@ class ModelLoadError(OSError):
 
 class LoadedModel(NamedTuple):
     model: torch.nn.Module  # in eval mode, on the requested device
-    transform: Callable  # PIL image -> input tensor, from the model's own pretrained_cfg
+    transform: Callable  # PIL image -> input tensor: config.json's cell normalisation, then its pretrained_cfg
     label_names: list[str]  # by class index: ["hem", "all"]
     folder: Path  # the local folder the model was read from (a cache snapshot for Hub models)
     temperature: float | None  # from calibration.json: divide the logits by it before softmax
@@ -55,7 +55,7 @@ def load_model(source: str, device: str | torch.device = "cpu", *, cache_dir: st
     patients = config.get(TRAIN_PATIENTS_KEY)
     return LoadedModel(
         model,
-        eval_transform(model),
+        eval_transform(model, CellNormalization.from_config(config.get(CELL_NORMALIZATION_KEY))),
         _label_names(config, model),
         folder,
         _temperature(folder),

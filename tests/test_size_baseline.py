@@ -61,7 +61,7 @@ def test_each_fit_sees_only_the_patients_it_does_not_score(cnmc):
         seen.append(set(dataset["patient_id"]))
         return log_area(dataset)
 
-    result, _ = cross_validate(add_cell_area(cnmc), SPLIT, features=recording)
+    result, _ = cross_validate(add_cell_area(cnmc, shifts=()), SPLIT, features=recording)
     fitted, scored = seen[0::2], seen[1::2]
     assert [sorted(s) for s in scored] == [fold["patients"] for fold in result["folds"]]
     patients = {*cnmc["fold_0"]["patient_id"], *cnmc["fold_1"]["patient_id"]}

@@ -5,6 +5,8 @@
 
 Runs of the same backbone and recipe on the same device (e.g. the folds of a cross-validation) are pooled: the
 table gives the mean and standard deviation over them, and the ROC overlay pools their out-of-fold predictions.
+The shift columns come from each evaluation's shift protocol (``training.shifts``): the largest fall in weighted F1
+under any shift, the lowest specificity under any shift, and whether every run keeps the adoption rule.
 --baseline adds cross-validated references that are no CNN (``training.size_baseline``,
 ``scripts.experiments.handcrafted``) as the last rows.
 """
@@ -23,6 +25,7 @@ from training.backbones import BACKBONES, resolve_backbone
 from training.calibrate import read_predictions
 from training.plots import plot_roc
 from training.presets import overrides_of
+from training.shifts import MAX_F1_DROP
 
 # The thesis's Table 5.2: accuracy and F1 (%) on its test set, fine-tuned from ImageNet.
 THESIS = {
@@ -32,6 +35,25 @@ THESIS = {
     "resnetv2_101": (77.18, 76.19),
 }
 METRICS = ["f1_weighted", "accuracy", "roc_auc", "patient_accuracy"]
+SHIFT_METRICS = ["shift_max_f1_drop", "shift_min_specificity"]
+
+
+def shift_scores(evaluation: dict) -> dict:
+    """An evaluation's shift-protocol figures for the table; None where it was not scored under shifts."""
+    protocol = evaluation.get("shift_protocol") or {}
+    shifts = protocol.get("shifts") or {}
+    return {
+        "shift_max_f1_drop": protocol.get("max_f1_drop"),
+        "shift_min_specificity": min((s["specificity"] for s in shifts.values()), default=None),
+        "shift_passes": protocol.get("passes") if shifts else None,
+    }
+
+
+def _rule(passes: list) -> str | None:
+    """ "pass" when every run keeps the shift rule, "fail" when any breaks it, None when none was scored."""
+    if any(p is None for p in passes):
+        return None
+    return "pass" if all(passes) else "fail"
 
 
 def read_run(run_dir: Path) -> dict:
@@ -78,6 +100,9 @@ def read_baseline(path: Path) -> tuple[dict, tuple[list[int], list[float]]]:
         "evaluated_on": [result["split"]],
         "epochs": [],
         **result["fold_mean_sd"],
+        # A baseline's shift figures are its pooled out-of-fold cells'.
+        **{k: mean_sd([v]) for k, v in shift_scores(result).items() if k in SHIFT_METRICS},
+        "shift_rule": _rule([shift_scores(result)["shift_passes"]]),
         "wall_seconds": mean_sd([]),
         "train_img_per_s": mean_sd([]),
         "thesis_accuracy": None,
@@ -132,6 +157,8 @@ def summarize(runs: list[dict]) -> list[dict]:
                 "evaluated_on": sorted({m["eval"]["split"] for m in members}),
                 "epochs": [m["epochs"] for m in members],
                 **{k: mean_sd([m["eval"][k] for m in members]) for k in METRICS},
+                **{k: mean_sd([shift_scores(m["eval"])[k] for m in members]) for k in SHIFT_METRICS},
+                "shift_rule": _rule([shift_scores(m["eval"])["shift_passes"] for m in members]),
                 "wall_seconds": mean_sd([m["wall_seconds"] for m in members]),
                 "train_img_per_s": mean_sd([m["train_img_per_s"] for m in members]),
                 "thesis_accuracy": THESIS[backbone][0],
@@ -157,8 +184,9 @@ def _fmt(stat: dict, scale: float = 1.0, digits: int = 3) -> str:
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| Backbone | Recipe | Start | Input px | Device | Runs | Weighted F1 | Accuracy | ROC-AUC | Patient accuracy "
+        "| Worst shift: wF1 drop | Lowest specificity under shift | Shift rule "
         "| Wall time (min) | Train img/s | Thesis accuracy | Thesis F1 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         start = "-" if r["pretrained"] is None else "ImageNet" if r["pretrained"] else "scratch"
@@ -168,7 +196,8 @@ def markdown(rows: list[dict]) -> str:
         lines.append(
             f"| {r['display_name']} | {r['recipe'] or '-'} | {start} | {size} | {device} | {len(r['runs'])} | "
             f"{_fmt(r['f1_weighted'])} | {_fmt(r['accuracy'])} | {_fmt(r['roc_auc'])} | "
-            f"{_fmt(r['patient_accuracy'])} | {_fmt(r['wall_seconds'], 1 / 60, 1)} | "
+            f"{_fmt(r['patient_accuracy'])} | {_fmt(r['shift_max_f1_drop'])} | {_fmt(r['shift_min_specificity'])} | "
+            f"{r['shift_rule'] or 'not scored'} | {_fmt(r['wall_seconds'], 1 / 60, 1)} | "
             f"{_fmt(r['train_img_per_s'], 1, 0)} | {thesis} |"
         )
     splits = sorted({s for r in rows for s in r["evaluated_on"]})
@@ -176,6 +205,10 @@ def markdown(rows: list[dict]) -> str:
         "",
         "Our numbers are mean ± standard deviation over the runs, each measured on patients that run never "
         "trained on: " + "; ".join(splits) + ".",
+        "The shift columns score the same cells rescaled (0.75-1.33x), redder or paler and brighter or darker "
+        f"(training.shifts); the rule adopts no recipe whose weighted F1 falls by more than {MAX_F1_DROP} under any "
+        "shift. "
+        "Runs evaluated before the protocol existed say 'not scored'.",
         "The thesis's numbers are its test-set accuracy and F1 as published (Table 5.2), fine-tuned from "
         "ImageNet weights; its 95 % validation against 82 % test suggests its validation split shared patients "
         "with training.",

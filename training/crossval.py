@@ -9,7 +9,9 @@ their predictions together score every patient once, each by a model that never 
 estimate for a model of the same recipe trained on all the folds, which has no validation patients of its own.
 With --model-dir the evaluation becomes that model run's eval.json, which its model card reads; the recipe of
 every fold must then match the model's. Either way the confusion matrix, ROC curve and pooled predictions are
-written beside the JSON, and the JSON also holds each fold's own scores with their mean and spread.
+written beside the JSON, and the JSON also holds each fold's own scores with their mean and spread. When every
+fold was scored under the shift protocol (``training.shifts``), the pooled cells are scored at each shift too
+(``shift_protocol``).
 
 --other-seed RUN RUN RUN (once per seed) pools the fold runs of the same recipe trained with another seed on the
 same patients, and records their pooled scores beside this seed's (``other_seeds``): one seed's cross-validation is
@@ -36,6 +38,7 @@ import torch
 from training.compare import METRICS, mean_sd
 from training.evaluate import report, run_relative, write_report
 from training.presets import as_ran
+from training.shifts import columns_of, shift_report, summary_line
 
 # What --other-seed records of each seed's pooled evaluation.
 OTHER_SEED_METRICS = ["f1_weighted", "accuracy", "balanced_accuracy", "roc_auc", "patient_accuracy"]
@@ -135,6 +138,11 @@ def pool(folds: list[dict], final_config: dict | None = None, model: str = "") -
         for f in folds
     ]
     result["fold_mean_sd"] = {k: mean_sd([f["eval"].get(k) for f in folds]) for k in METRICS}
+    shifted = columns_of(rows)
+    if shifted:  # every fold was scored under the shift protocol (training.shifts)
+        result["shift_protocol"] = shift_report(
+            labels.tolist(), [r["patient_id"] for r in rows], scores.tolist(), shifted
+        )
     return result, rows
 
 
@@ -194,11 +202,14 @@ def main(argv: list[str] | None = None) -> int:
         patient_ids=[r["patient_id"] for r in rows],
         labels=[int(r["label"]) for r in rows],
         scores=[float(r["prob_all"]) for r in rows],
+        shifted=columns_of(rows),
     )
     print(
         f"{result['split']}: weighted F1 {result['f1_weighted']:.4f}, accuracy {result['accuracy']:.4f}, "
         f"ROC-AUC {result['roc_auc']}, patient accuracy {result['patient_accuracy']:.3f} -> {output}"
     )
+    if "shift_protocol" in result:
+        print(summary_line(result["shift_protocol"]))
     return 0
 
 

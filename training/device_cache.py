@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from training.evaluate import make_loader
-from training.transforms import FixedSizeTensor
+from training.transforms import CellNormalization, decoder
 
 # A run keeps its cells on the GPU by default when they take at most this share of its free memory.
 FREE_MEMORY_SHARE = 0.25
@@ -30,10 +30,17 @@ class DecodedCells:
 
     @classmethod
     def decode(
-        cls, dataset: datasets.Dataset, size: int, device: torch.device, *, num_workers: int, show_progress: bool = True
+        cls,
+        dataset: datasets.Dataset,
+        size: int,
+        device: torch.device,
+        *,
+        num_workers: int,
+        show_progress: bool = True,
+        cell_normalization: CellNormalization | None = None,
     ) -> DecodedCells:
         pixels = torch.empty((len(dataset), size, size, 3), dtype=torch.uint8, device=device)
-        loader = make_loader(dataset, FixedSizeTensor(size), 256, shuffle=False, num_workers=num_workers)
+        loader = make_loader(dataset, decoder(size, cell_normalization), 256, shuffle=False, num_workers=num_workers)
         start = 0
         for batch in tqdm(loader, desc="Decoding the training cells once", disable=not show_progress, leave=False):
             decoded = batch["pixel_values"]  # (n, c, h, w) viewed over (n, h, w, c) memory

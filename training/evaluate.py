@@ -1,13 +1,15 @@
 """Evaluate a saved model on C-NMC cells, by patient, and write the metrics with their plots.
 
     python -m training.evaluate --model SOURCE --data-dir PATH --folds fold_2 [--split prelim_test] \
-        --output FILE.json [--tta]
+        --output FILE.json [--tta] [--no-shifts]
     python -m training.evaluate --model SOURCE --data-dir PATH --cv-split splits/cnmc_cv3_seed0.json --cv-fold 0 \
         --output FILE.json
 
 SOURCE is a model folder or a Hub id (``hf-hub:ORG/NAME``). Beside FILE.json it writes
-FILE_confusion_matrix.png, FILE_roc.png and FILE_predictions.csv. Runs on CPU or GPU, and under
-``accelerate launch`` on several processes with the same result.
+FILE_confusion_matrix.png, FILE_roc.png and FILE_predictions.csv. Every cell is also scored under the shift
+protocol (``training.shifts``: rescaled, redder, paler, ...): FILE.json's ``shift_protocol`` holds the scores at
+each shift and whether the recipe passes the adoption rule, and the CSV a ``prob_all@SHIFT`` column per shift.
+Runs on CPU or GPU, and under ``accelerate launch`` on several processes with the same result.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import datasets
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
+from torchvision.transforms import Compose
 from tqdm.auto import tqdm
 
 from hub.load import LoadedModel, load_model
@@ -31,6 +34,7 @@ from training import atomic
 from training.data import UNKNOWN_LABEL, CNMCDataError, add_data_arguments, load_from_args
 from training.metrics import cnmc_metric
 from training.plots import plot_confusion_matrix, plot_roc
+from training.shifts import SHIFTS, Shift, shift_report, summary_line
 from training.splits import split_cv_fold
 from training.transforms import flip_averaged, pixel_batch
 
@@ -116,6 +120,46 @@ def report(probs: torch.Tensor, labels: torch.Tensor, patient_ids: list[str], **
     return {**context, **metric.compute()}
 
 
+def score_dataset(
+    loaded: LoadedModel,
+    dataset: datasets.Dataset,
+    accelerator: Accelerator,
+    *,
+    tta: bool = False,
+    shifts: tuple[Shift, ...] = SHIFTS,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    **context,
+) -> tuple[dict, dict]:
+    """The model's report on ``dataset`` (``context`` in front), with the shift protocol's section unless ``shifts``
+    is empty, and the keyword arguments of :func:`write_report` for it. Meaningful on the main process."""
+    model = loaded.model.to(accelerator.device)
+
+    def run(transform) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        loader = make_loader(dataset, transform, batch_size, shuffle=False, num_workers=num_workers)
+        probs, labels, index = predict(model, accelerator.prepare(loader), accelerator, tta=tta)
+        order = index.argsort()  # every pass in row order, so the shifted scores line up with the plain ones
+        return probs[order], labels[order], index[order]
+
+    probs, labels, index = run(loaded.transform)
+    shifted = {
+        shift.name: run(Compose([shift, loaded.transform]))[0][:, 1].tolist()
+        for shift in tqdm(shifts, desc="Shift protocol", disable=not accelerator.is_local_main_process)
+    }
+    rows = dataset.select_columns(["patient_id", "path"]).select(index.tolist())
+    result = report(probs, labels, rows["patient_id"], **context, tta=tta)
+    if shifts:
+        result["shift_protocol"] = shift_report(labels.tolist(), rows["patient_id"], probs[:, 1].tolist(), shifted)
+    table = {
+        "paths": rows["path"],
+        "patient_ids": rows["patient_id"],
+        "labels": labels.tolist(),
+        "scores": probs[:, 1].tolist(),
+        "shifted": shifted,
+    }
+    return result, table
+
+
 def write_report(
     result: dict,
     output: str | Path,
@@ -124,8 +168,11 @@ def write_report(
     patient_ids: list[str],
     labels: list[int],
     scores: list[float],
+    shifted: dict[str, list[float]] | None = None,
 ) -> None:
-    """FILE.json, plus the confusion matrix, the ROC curve and the per-cell predictions beside it."""
+    """FILE.json, plus the confusion matrix, the ROC curve and the per-cell predictions beside it.
+
+    ``shifted`` adds a ``prob_all@NAME`` column per shift of the protocol (``training.shifts``)."""
     output = Path(output)
     stem = output.with_suffix("")
     atomic.write_text(output, json.dumps(result, indent=2) + "\n")
@@ -134,9 +181,10 @@ def write_report(
     plot_roc({result.get("model", "model"): (labels, scores)}, f"{stem}_roc.png", title=title)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["path", "patient_id", "label", "prob_all"])
-    for row in zip(paths, patient_ids, labels, scores, strict=True):
-        writer.writerow([*row[:3], f"{row[3]:.6f}"])
+    shifted = shifted or {}
+    writer.writerow(["path", "patient_id", "label", "prob_all", *(f"prob_all@{name}" for name in shifted)])
+    for row in zip(paths, patient_ids, labels, scores, *shifted.values(), strict=True):
+        writer.writerow([*row[:3], *(f"{p:.6f}" for p in row[3:])])
     atomic.write_text(f"{stem}_predictions.csv", buffer.getvalue())
 
 
@@ -175,6 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cv-fold", type=int, help="... and the fold whose patients to evaluate on")
     parser.add_argument("--output", required=True, help="FILE.json")
     parser.add_argument("--tta", action="store_true", help="average over flipped views")
+    parser.add_argument(
+        "--shifts",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also score every cell under the shift protocol (training.shifts); nine passes instead of one",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=2)
     args = parser.parse_args(argv)
@@ -194,27 +248,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     split += training_overlap(loaded, dataset["patient_id"])
-    model = loaded.model.to(accelerator.device)
-    loader = accelerator.prepare(
-        make_loader(dataset, loaded.transform, args.batch_size, shuffle=False, num_workers=args.num_workers)
+    result, table = score_dataset(
+        loaded,
+        dataset,
+        accelerator,
+        tta=args.tta,
+        shifts=SHIFTS if args.shifts else (),
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        model=args.model,
+        split=split,
     )
-    probs, labels, index = predict(model, loader, accelerator, tta=args.tta)
     if accelerator.is_main_process:
-        rows = dataset.select_columns(["patient_id", "path"]).select(index.tolist())
-        result = report(probs, labels, rows["patient_id"], model=args.model, split=split, tta=args.tta)
         result["num_processes"] = accelerator.num_processes
-        write_report(
-            result,
-            args.output,
-            paths=rows["path"],
-            patient_ids=rows["patient_id"],
-            labels=labels.tolist(),
-            scores=probs[:, 1].tolist(),
-        )
+        write_report(result, args.output, **table)
         print(
             f"{split}: weighted F1 {result['f1_weighted']:.4f}, accuracy {result['accuracy']:.4f}, "
             f"ROC-AUC {result['roc_auc']}, patient accuracy {result['patient_accuracy']:.3f} -> {args.output}"
         )
+        if "shift_protocol" in result:
+            print(summary_line(result["shift_protocol"]))
     # A rank that exits with its process group alive can abort at teardown (gloo: "terminate called without an
     # active exception") while the main process still writes the report; leave together, as training does.
     accelerator.wait_for_everyone()

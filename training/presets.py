@@ -30,6 +30,10 @@ class Recipe:
     # CutMix's Beta(alpha, alpha): a box of the batch's mirror image pasted in; 0 turns it off. With mixup on
     # too, each batch uses one of the two.
     cutmix: float = 0.0
+    # Bring each cell to one size, place and stain intensity before the model sees it
+    # (training.transforms.CellNormalization, saved with the model), so neither the batch's cell size nor its stain
+    # can carry the verdict (training.shifts). Off before the field existed.
+    cell_normalization: bool = False
 
 
 PRESETS: dict[str, Recipe] = {
@@ -73,6 +77,8 @@ PRESETS: dict[str, Recipe] = {
         mixup=0.4,
     ),
 }
+# The best preset on cells brought to one size and stain intensity: what the shift protocol asks of a recipe.
+PRESETS["cellnorm"] = replace(PRESETS["best"], cell_normalization=True)
 
 RECIPE_FIELDS = [f.name for f in fields(Recipe) if f.name != "augmentation"]
 AUGMENTATION_FIELDS = [f.name for f in fields(Augmentation)]

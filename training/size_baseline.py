@@ -22,7 +22,7 @@ import argparse
 import csv
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import datasets
@@ -38,6 +38,7 @@ from training.compare import METRICS, mean_sd
 from training.data import CNMCDataError, add_data_arguments, cell_mask, load_from_args
 from training.evaluate import report, run_relative, write_report
 from training.plots import plot_patients_by_size
+from training.shifts import COLUMN_PREFIX, SHIFT_NAMES, SHIFTS, Shift, columns_of, shift_report, summary_line
 from training.splits import load_assignment, split_cv_fold
 
 MODEL_NAME = "cell area alone (logistic regression)"
@@ -52,13 +53,34 @@ def cell_area(image) -> float:
     return float(cell_mask(np.asarray(image.convert("RGB"))).mean())
 
 
-def add_cell_area(dataset_dict: datasets.DatasetDict, num_proc: int | None = None) -> datasets.DatasetDict:
-    """Each split with a ``cell_area`` column (decodes every image once, with a progress bar)."""
+def add_cell_area(
+    dataset_dict: datasets.DatasetDict, num_proc: int | None = None, shifts: Sequence[Shift] = SHIFTS
+) -> datasets.DatasetDict:
+    """Each split with a ``cell_area`` column, and ``cell_area@NAME`` for each of ``shifts`` (the cell's area
+    after that shift), decoding every image once, with a progress bar."""
 
     def measure(batch: dict) -> dict:
-        return {"cell_area": [cell_area(image) for image in batch["image"]]}
+        measured = {"cell_area": [cell_area(image) for image in batch["image"]]}
+        for shift in shifts:
+            measured[f"cell_area@{shift.name}"] = [cell_area(shift(image)) for image in batch["image"]]
+        return measured
 
     return dataset_dict.map(measure, batched=True, batch_size=64, num_proc=num_proc, desc="Measuring cell areas")
+
+
+def shifted_view(dataset: datasets.Dataset, shift: str) -> datasets.Dataset:
+    """``dataset`` with every measured column ``C`` replaced by ``C@shift``: a feature function reads it unchanged."""
+    suffix = f"@{shift}"
+    measured = [c.removesuffix(suffix) for c in dataset.column_names if c.endswith(suffix)]
+    others = [c for c in dataset.column_names if "@" in c and not c.endswith(suffix)]
+    view = dataset.remove_columns(measured + others)
+    return view.rename_columns({f"{c}{suffix}": c for c in measured})
+
+
+def shift_names(dataset: datasets.Dataset) -> list[str]:
+    """The shifts whose measurements ``dataset`` holds, in the protocol's order."""
+    held = {c.split("@", 1)[1] for c in dataset.column_names if "@" in c}
+    return [name for name in SHIFT_NAMES if name in held]
 
 
 def log_area(dataset: datasets.Dataset) -> np.ndarray:
@@ -83,11 +105,18 @@ def cross_validate(
     name: str = MODEL_NAME,
 ) -> tuple[dict, list[dict]]:
     """The pooled out-of-fold evaluation of a per-cell-feature classifier (by default the area baseline), fitted
-    afresh on each fold's training patients, and its per-cell rows. The splits need a ``cell_area`` column."""
+    afresh on each fold's training patients, and its per-cell rows. The splits need a ``cell_area`` column.
+
+    Where the splits also hold a measurement after a shift of the protocol (``C@NAME``, see :func:`add_cell_area`),
+    each fold's fit also scores its cells after that shift (``prob_all@NAME``), and the result gets the protocol's
+    section (``shift_protocol``)."""
     rows, folds = [], []
     for fold in sorted(set(load_assignment(cv_split).values())):
         train, val, where = split_cv_fold(dataset_dict, cv_split, fold)
-        scores = classifier().fit(features(train), train["label"]).predict_proba(features(val))[:, 1]
+        names = shift_names(val)
+        fit = classifier().fit(features(train), train["label"])
+        scores = fit.predict_proba(features(val))[:, 1]
+        shifted = {f"{COLUMN_PREFIX}{n}": fit.predict_proba(features(shifted_view(val, n)))[:, 1] for n in names}
         labels = torch.tensor(val["label"])
         probs = torch.tensor(np.stack([1 - scores, scores], 1))
         folds.append(
@@ -95,8 +124,9 @@ def cross_validate(
         )
         rows += [
             {"path": p, "patient_id": i, "label": y, "prob_all": float(s), "cell_area": a}
-            for p, i, y, s, a in zip(
-                val["path"], val["patient_id"], val["label"], scores, val["cell_area"], strict=True
+            | {column: float(values[row]) for column, values in shifted.items()}
+            for row, (p, i, y, s, a) in enumerate(
+                zip(val["path"], val["patient_id"], val["label"], scores, val["cell_area"], strict=True)
             )
         ]
     scores = torch.tensor([r["prob_all"] for r in rows], dtype=torch.float64)
@@ -110,6 +140,11 @@ def cross_validate(
     )
     result["folds"] = [{k: f[k] for k in ["split", "patients", *METRICS]} for f in folds]
     result["fold_mean_sd"] = {k: mean_sd([f[k] for f in folds]) for k in METRICS}
+    shifted = columns_of(rows)
+    if shifted:
+        result["shift_protocol"] = shift_report(
+            [r["label"] for r in rows], [r["patient_id"] for r in rows], [r["prob_all"] for r in rows], shifted
+        )
     return result, rows
 
 
@@ -172,11 +207,14 @@ def write_baseline(result: dict, rows: list[dict], output: Path) -> None:
         patient_ids=[r["patient_id"] for r in rows],
         labels=[r["label"] for r in rows],
         scores=[r["prob_all"] for r in rows],
+        shifted=columns_of(rows),
     )
     print(
         f"{result['model']}, {result['split']}: weighted F1 {result['f1_weighted']:.4f}, accuracy "
         f"{result['accuracy']:.4f}, ROC-AUC {result['roc_auc']:.4f}, patient accuracy {result['patient_accuracy']:.3f}"
     )
+    if "shift_protocol" in result:
+        print(summary_line(result["shift_protocol"]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,16 +37,18 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from hub.export import export_model
+from hub.load import load_model
 from training import atomic
 from training.backbones import PretrainedWeightsUnavailable, create_model, resolve_backbone
 from training.calibrate import calibrate
 from training.data import CLASS_NAMES, CNMCDataError, add_data_arguments, load_from_args
 from training.device_cache import DecodedCells
-from training.evaluate import make_loader, predict, report, run_relative, write_report
+from training.evaluate import make_loader, predict, report, run_relative, score_dataset, write_report
 from training.plots import plot_training_curves
 from training.presets import AUGMENTATION_FIELDS, PRESETS, RECIPE_FIELDS, Recipe, build_recipe
+from training.shifts import SHIFTS, summary_line
 from training.splits import split_by_folds, split_cv_fold
-from training.transforms import Augmentation, BatchAugment, FixedSizeTensor, eval_transform, mix_batch
+from training.transforms import Augmentation, BatchAugment, CellNormalization, decoder, eval_transform, mix_batch
 
 logger = logging.getLogger(__name__)
 LOSS_SHOWN_EVERY = 20  # steps between progress-bar loss updates, each of which waits for the GPU
@@ -120,6 +122,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="N",
         help="save the state for --resume every N epochs, when stopping and at the end: an interruption loses at "
         "most N epochs (a large model's state takes seconds to write: VGG19's is 2.3 GB)",
+    )
+    parser.add_argument(
+        "--shifts",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="score the kept model's validation cells under the shift protocol at the end (training.shifts)",
     )
     parser.add_argument("--max-train-cells", type=int, help="random subset for smoke tests")
     parser.add_argument("--max-val-cells", type=int, help="random subset for smoke tests")
@@ -247,6 +255,7 @@ def train(args: argparse.Namespace) -> Path:
     if accelerator.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     augment = BatchAugment(model, recipe.augmentation).to(accelerator.device)
+    normalization = CellNormalization() if recipe.cell_normalization else None
     width = train_set[0]["image"].width
     device_cache = args.device_cache
     if device_cache is None:
@@ -258,20 +267,27 @@ def train(args: argparse.Namespace) -> Path:
             accelerator.device,
             num_workers=args.num_workers,
             show_progress=accelerator.is_main_process,
+            cell_normalization=normalization,
         )
         train_loader = cells.loader(recipe.batch_size, seed=args.seed)
     else:
         cells = None
         train_loader = make_loader(
             train_set,
-            FixedSizeTensor(width),
+            decoder(width, normalization),
             recipe.batch_size,
             shuffle=True,
             num_workers=args.num_workers,
             seed=args.seed,
         )
     val_loader = (
-        make_loader(val_set, eval_transform(model), recipe.batch_size * 2, shuffle=False, num_workers=args.num_workers)
+        make_loader(
+            val_set,
+            eval_transform(model, normalization),
+            recipe.batch_size * 2,
+            shuffle=False,
+            num_workers=args.num_workers,
+        )
         if val_set is not None
         else None
     )
@@ -375,7 +391,12 @@ def train(args: argparse.Namespace) -> Path:
             best_f1 = max(row.get("val_f1_weighted", best_f1), best_f1)
             if accelerator.is_main_process:
                 tmp = out / "model.tmp"
-                export_model(accelerator.unwrap_model(eval_model), tmp, train_patients=config["train_patients"])
+                export_model(
+                    accelerator.unwrap_model(eval_model),
+                    tmp,
+                    train_patients=config["train_patients"],
+                    cell_normalization=normalization,
+                )
                 atomic.replace_dir(tmp, out / "model")
                 if val_loader is not None:
                     write_report(
@@ -410,12 +431,35 @@ def train(args: argparse.Namespace) -> Path:
         if stopping:
             accelerator.print(f"Stopping after epoch {epoch + 1} (--stop-after); continue with --resume")
             break
+    accelerator.wait_for_everyone()
+    if val_set is not None and args.shifts:
+        score_under_shifts(out, val_set, accelerator, args, batch_size=recipe.batch_size * 2)
     if accelerator.is_main_process:
         plot_training_curves(rows, out / "training_curves.png")
         if (out / "eval_predictions.csv").is_file():
             calibrate([out / "eval_predictions.csv"], out / "model")
     accelerator.end_training()
     return out
+
+
+def score_under_shifts(
+    out: Path, val_set: datasets.Dataset, accelerator: Accelerator, args: argparse.Namespace, *, batch_size: int
+) -> None:
+    """The kept model's evaluation again, with the shift protocol (training.shifts): eval.json and its predictions."""
+    kept = json.loads((out / "eval.json").read_text())
+    context = {k: kept[k] for k in ("model", "split", "epoch") if k in kept}
+    result, table = score_dataset(
+        load_model(str(out / "model")),
+        val_set,
+        accelerator,
+        shifts=SHIFTS,
+        batch_size=batch_size,
+        num_workers=args.num_workers,
+        **context,
+    )
+    if accelerator.is_main_process:
+        write_report(result, out / "eval.json", **table)
+        accelerator.print(summary_line(result["shift_protocol"]))
 
 
 def main(argv: list[str] | None = None) -> int:

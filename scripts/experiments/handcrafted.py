@@ -5,9 +5,10 @@
 For each cell, from the pixels off the black background: the log of its area, the mean and spread of each
 colour channel, three grey-level quantiles, the mean gradient magnitude (texture) and the elongation of its
 outline. Gradient-boosted trees are cross-validated on the committed patient folds exactly as the area baseline
-is (``training.size_baseline``): OUTPUT/eval.json, its plots and predictions, for ``training.compare
---baseline``. OUTPUT/size_dependence.json puts them to the size test, beside the same trees without the area and
-each statistic's own ROC-AUC among cells of the same size (either direction). If the statistics rank cells of
+is (``training.size_baseline``), and scored under the shift protocol (``training.shifts``): OUTPUT/eval.json,
+its plots and predictions, for ``training.compare --baseline``. OUTPUT/size_dependence.json puts them to the
+size test, beside the same trees without the area and each statistic's own ROC-AUC among cells of the same size
+(either direction). If the statistics rank cells of
 the same size well above chance, there is a signal beyond size that a CNN could learn.
 """
 
@@ -20,6 +21,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from training import atomic
 from training.data import CNMCDataError, cell_mask, load_cnmc
+from training.shifts import SHIFTS
 from training.size_baseline import DEPENDENCE_NAME, cross_validate, matched_size_auc, size_dependence, write_baseline
 
 NAME = "colour, texture and shape statistics (gradient-boosted trees)"
@@ -59,8 +61,12 @@ def main() -> None:
     args = parser.parse_args()
 
     def measure(batch: dict) -> dict:
-        stats = [statistics(image, path) for image, path in zip(batch["image"], batch["path"], strict=True)]
-        return {"stats": stats, "cell_area": [float(np.exp(s[0])) for s in stats]}
+        pairs = list(zip(batch["image"], batch["path"], strict=True))
+        stats = [statistics(image, path) for image, path in pairs]
+        measured = {"stats": stats, "cell_area": [float(np.exp(s[0])) for s in stats]}
+        for shift in SHIFTS:  # the same cells after each shift of the protocol, scored by the same fits
+            measured[f"stats@{shift.name}"] = [statistics(shift(image), path) for image, path in pairs]
+        return measured
 
     data = load_cnmc(args.data_dir, verify=False).map(measure, batched=True, desc="Measuring cells")
     result, rows = cross_validate(

@@ -38,7 +38,7 @@ def main(source: str, target: str) -> None:
     out = Path(target)
     out.mkdir(parents=True, exist_ok=True)
     meta = json.loads((Path(source) / PREPARED_MARKER).read_text())
-    dataset_dict = add_cell_area(load_prepared(source))
+    dataset_dict = add_cell_area(load_prepared(source), shifts=())
     # One set of bins over every split, as the size test bins its pooled predictions.
     names = list(dataset_dict)
     offsets = np.cumsum([0] + [len(dataset_dict[n]) for n in names])
