@@ -27,6 +27,7 @@ from serving.predict import (
     ensemble,
     load_models,
     predict,
+    shift_caveat,
     verdict,
 )
 from training.data import CLASS_NAMES, parse_cell_name
@@ -153,7 +154,7 @@ def classify(
         f"({model.runner.precision}{_averaged(flips)})"
     )
     bars = {"ALL": p.prob_all, "HEM": 1 - p.prob_all} if lookalike.looks_like_cell else None
-    return bars, "\n\n".join(filter(None, [text, _notes(checked, lookalike)]))
+    return bars, "\n\n".join(filter(None, [text, shift_caveat([model]), _notes(checked, lookalike)]))
 
 
 def explain(models: Sequence[ServedModel], upload: dict | str | None, model_name: str | None):
@@ -202,7 +203,7 @@ def compare(
         text = f"## Ensemble: {consensus}\n\nMean P(ALL) of {len(ready)} models = {mean_all:.3f}"
     text += f" · {total:.0f} ms in all{_averaged(flips)}"
     table = pd.DataFrame(rows, columns=empty.columns)
-    return "\n\n".join(filter(None, [text, _notes(checked, lookalike)])), table
+    return "\n\n".join(filter(None, [text, shift_caveat(ready), _notes(checked, lookalike)])), table
 
 
 def explain_all(models: Sequence[ServedModel], upload: dict | str | None, members: Sequence[str] | None = None):

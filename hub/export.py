@@ -21,6 +21,8 @@ from training.transforms import CellNormalization
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CALIBRATION_NAME = "calibration.json"
+# What the model's cross-validation measured under the shift protocol (training.shifts), for the app's caveat.
+SHIFT_PROTOCOL_NAME = "shift_protocol.json"
 # config.json's list of the patients the weights were trained on, so that evaluation can flag them wherever the
 # model goes (the Hub included); timm and transformers ignore it.
 TRAIN_PATIENTS_KEY = "train_patients"

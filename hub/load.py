@@ -25,12 +25,19 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-from hub.export import CALIBRATION_NAME, CELL_NORMALIZATION_KEY, CONFIG_NAME, TRAIN_PATIENTS_KEY, WEIGHTS_NAME
+from hub.export import (
+    CALIBRATION_NAME,
+    CELL_NORMALIZATION_KEY,
+    CONFIG_NAME,
+    SHIFT_PROTOCOL_NAME,
+    TRAIN_PATIENTS_KEY,
+    WEIGHTS_NAME,
+)
 from training.transforms import CellNormalization, eval_transform
 
 HUB_PREFIX = "hf-hub:"
 # Only what the model needs: the card and plots stay on the Hub.
-_MODEL_FILES = [CONFIG_NAME, WEIGHTS_NAME, CALIBRATION_NAME]
+_MODEL_FILES = [CONFIG_NAME, WEIGHTS_NAME, CALIBRATION_NAME, SHIFT_PROTOCOL_NAME]
 
 
 class ModelLoadError(OSError):
@@ -134,6 +141,12 @@ def _label_names(config: dict, model: torch.nn.Module) -> list[str]:
 def read_calibration(folder: Path) -> dict | None:
     """The folder's calibration.json (temperature, and what fitting it measured), if it has one."""
     file = folder / CALIBRATION_NAME
+    return json.loads(file.read_text()) if file.is_file() else None
+
+
+def read_shift_protocol(folder: Path) -> dict | None:
+    """What the model's cross-validation measured under the shift protocol, if its folder records it."""
+    file = folder / SHIFT_PROTOCOL_NAME
     return json.loads(file.read_text()) if file.is_file() else None
 
 

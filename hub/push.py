@@ -19,11 +19,18 @@ import sys
 from pathlib import Path
 
 from hub.card import RUN_CONFIG_NAME, model_card, present_plots
-from hub.export import CALIBRATION_NAME, CONFIG_NAME, TRAIN_PATIENTS_KEY, WEIGHTS_NAME, transformers_compatible
+from hub.export import (
+    CALIBRATION_NAME,
+    CONFIG_NAME,
+    SHIFT_PROTOCOL_NAME,
+    TRAIN_PATIENTS_KEY,
+    WEIGHTS_NAME,
+    transformers_compatible,
+)
 from hub.upload import HubError, add_upload_arguments, check_repo_id, new_folder, run, upload
 
 # Files the repo may hold that a later push may no longer bring: removed in the same commit then.
-_OPTIONAL_FILES = [CALIBRATION_NAME, "*.png"]
+_OPTIONAL_FILES = [CALIBRATION_NAME, SHIFT_PROTOCOL_NAME, "*.png"]
 
 
 def build_model_repo(model_dir: str | Path, out: Path, *, repo_id: str) -> list[str]:
@@ -43,8 +50,9 @@ def build_model_repo(model_dir: str | Path, out: Path, *, repo_id: str) -> list[
     config.setdefault(TRAIN_PATIENTS_KEY, sorted(run_config["train_patients"]))
     (out / CONFIG_NAME).write_text(json.dumps(transformers_compatible(config), indent=2) + "\n")
     shutil.copy2(model_dir / WEIGHTS_NAME, out / WEIGHTS_NAME)
-    if (model_dir / CALIBRATION_NAME).is_file():
-        shutil.copy2(model_dir / CALIBRATION_NAME, out / CALIBRATION_NAME)
+    for optional in (CALIBRATION_NAME, SHIFT_PROTOCOL_NAME):
+        if (model_dir / optional).is_file():
+            shutil.copy2(model_dir / optional, out / optional)
     for plot in present_plots(model_dir.parent):
         shutil.copy2(plot, out / plot.name)
     return sorted(p.name for p in out.iterdir())

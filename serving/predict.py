@@ -17,7 +17,7 @@ from statistics import mean
 import torch
 from PIL import Image
 
-from hub.load import LoadedModel, load_model
+from hub.load import LoadedModel, load_model, read_shift_protocol
 from hub.registry import MODELS, RegisteredModel
 from serving import fast
 from training.transforms import flip_averaged
@@ -28,6 +28,13 @@ UNCERTAIN_BAND = (0.35, 0.65)
 UNCERTAIN = "uncertain: refer to an expert"
 # For an image that fails serving.lookalike's check: its probability is shown, never called ALL or HEM.
 NOT_A_CELL = "no verdict: this doesn't look like a C-NMC cell"
+# Shown beside the verdict of every model whose cross-validation does not pass the shift protocol (training.shifts).
+SHIFT_CAVEAT = (
+    "⚠️ **Healthy cells from a new acquisition batch are over-called.** {names} learned its training batch's cell "
+    "size and stain, and fails the shift test (Models & results): on 13 donors of another batch, whose healthy "
+    "cells are larger and redder, the shipped model called 56 % of the healthy cells ALL. Read an ALL verdict on "
+    "cells from another lab, stain or scanner as unproven."
+)
 # "fp32" forces eager fp32. "bf16" uses bf16 (after as few fp32 layers as it takes) wherever the CPU supports it
 # and it matches fp32 on real cells; "auto" also requires it to be faster than fp32 here.
 PRECISION = os.environ.get("CNMC_PRECISION", "auto")
@@ -45,6 +52,12 @@ class ServedModel:
     @property
     def available(self) -> bool:
         return self.runner is not None
+
+    @property
+    def holds_under_shift(self) -> bool:
+        """Whether its cross-validation passed the shift protocol, as its folder's shift_protocol.json records."""
+        protocol = read_shift_protocol(self.loaded.folder) if self.loaded else None
+        return bool(protocol and protocol.get("passes"))
 
     @property
     def status(self) -> str:
@@ -69,6 +82,12 @@ def verdict(prob_all: float, looks_like_cell: bool = True) -> str:
     if UNCERTAIN_BAND[0] <= prob_all <= UNCERTAIN_BAND[1]:
         return UNCERTAIN
     return "ALL" if prob_all > 0.5 else "HEM"
+
+
+def shift_caveat(models: Sequence[ServedModel]) -> str:
+    """:data:`SHIFT_CAVEAT` for those of ``models`` that don't hold under the shift protocol; empty if all do."""
+    failing = [m.name for m in models if not m.holds_under_shift]
+    return SHIFT_CAVEAT.format(names=" and ".join(failing)) if failing else ""
 
 
 def load_models(

@@ -280,6 +280,21 @@ def test_compare_and_explain_all(models):
     assert [name for _, name in gallery] == ["Tiny A", "Tiny B"] and "Grad-CAM" in caption
 
 
+def test_a_model_that_fails_the_shift_test_carries_the_caveat(tmp_path):
+    passing, failing = _export(tmp_path / "passing", seed=0), _export(tmp_path / "failing", seed=1)
+    (passing / "shift_protocol.json").write_text(json.dumps({"passes": True, "max_f1_drop": 0.01}))
+    (failing / "shift_protocol.json").write_text(json.dumps({"passes": False, "max_f1_drop": 0.12}))
+    entries = [RegisteredModel(n, "mobilenetv2_100", f, f"cnmc-test/{n}") for n, f in (("P", passing), ("F", failing))]
+    models = load_models(entries, precision="fp32")
+    assert [m.holds_under_shift for m in models] == [True, False]
+    _, alone = app.classify(models, str(HEM_CELL), "P")
+    assert "over-called" not in alone
+    _, message = app.classify(models, str(HEM_CELL), "F")
+    assert "Healthy cells from a new acquisition batch are over-called" in message and "F learned" in message
+    text, _ = app.compare(models, str(HEM_CELL))
+    assert "F learned" in text and "P and" not in text
+
+
 def test_batch_of_real_cells_with_patient_summary(models):
     table, summary, csv, message = app.run_batch(
         models, [str(p) for p in CELLS[:12]], False, progress=lambda *a, **k: None

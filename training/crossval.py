@@ -7,8 +7,9 @@
 Each fold run validated on patients it never trained on, and the folds' validation patients are disjoint, so
 their predictions together score every patient once, each by a model that never saw it. That is the honest
 estimate for a model of the same recipe trained on all the folds, which has no validation patients of its own.
-With --model-dir the evaluation becomes that model run's eval.json, which its model card reads; the recipe of
-every fold must then match the model's. Either way the confusion matrix, ROC curve and pooled predictions are
+With --model-dir the evaluation becomes that model run's eval.json, which its model card reads, and the shift
+protocol's result goes into the model folder (``shift_protocol.json``); the recipe of every fold must then match
+the model's. Either way the confusion matrix, ROC curve and pooled predictions are
 written beside the JSON, and the JSON also holds each fold's own scores with their mean and spread. When every
 fold was scored under the shift protocol (``training.shifts``), the pooled cells are scored at each shift too
 (``shift_protocol``).
@@ -35,6 +36,8 @@ from pathlib import Path
 
 import torch
 
+from hub.export import SHIFT_PROTOCOL_NAME
+from training import atomic
 from training.compare import METRICS, mean_sd
 from training.evaluate import report, run_relative, write_report
 from training.presets import as_ran
@@ -195,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     output = args.output or args.model_dir.parent / f"{args.evaluation}.json"
+    if args.model_dir and "shift_protocol" in result:  # travels with the model: the app words its caveat from it
+        record = {"evaluated_on": result["split"], **result["shift_protocol"]}
+        atomic.write_text(args.model_dir / SHIFT_PROTOCOL_NAME, json.dumps(record, indent=2) + "\n")
     write_report(
         result,
         output,
