@@ -12,7 +12,7 @@ from pathlib import Path
 import timm
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from hub.export import CONFIG_NAME
+from hub.export import CELL_NORMALIZATION_KEY, CONFIG_NAME
 from hub.load import read_calibration
 from training.backbones import resolve_backbone
 from training.crossval import OTHER_SEED_METRICS
@@ -169,12 +169,13 @@ def _body(
         f"[C-NMC 2019]({DATASET_URL}) (the ALL Challenge of ISBI 2019): segmented single-cell images, 450 x 450 px, "
         "of lymphoblasts from ALL patients and normal B cells from healthy donors, published on The Cancer "
         f"Imaging Archive under CC BY 3.0.\n\n> {CITATION}\n\n"
-        f"Preprocessing (stored in `config.json`, applied by timm's eval transform): the centre "
-        f"{cfg.get('crop_pct', 1.0):.1%} of the field (the whole cell, at its real size), resized "
+        + _preprocessing(config)
+        + f"the centre {cfg.get('crop_pct', 1.0):.1%} of the field, resized "
         f"({cfg.get('interpolation', 'bicubic')}) to {height} x {width} px, normalised with mean {cfg.get('mean')} "
         f"and std {cfg.get('std')}.",
         _evaluation(evaluation, flipped, plots),
-        _usage(repo_id, calibration),
+        _shifts(evaluation.get("shift_protocol")),
+        _usage(repo_id, calibration, normalised=CELL_NORMALIZATION_KEY in config),
         "## Training hyperparameters\n\n"
         + _table(["hyperparameter", "value"], _flatten({k: v for k, v in run.items() if k not in _LOCAL_ONLY})),
         _limitations(run, size),
@@ -183,6 +184,47 @@ def _body(
         f"CC BY 3.0: credit them wherever this model is used.\n\n```\n{CITATION}\n```",
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def _preprocessing(config: dict) -> str:
+    norm = config.get(CELL_NORMALIZATION_KEY)
+    if not norm:
+        return "Preprocessing (stored in `config.json`, applied by timm's eval transform): "
+    return (
+        "Preprocessing, in two steps. First the cell normalisation that `config.json` records as "
+        "`cell_normalization` (timm's config can't express it, so timm and transformers don't apply it by "
+        "themselves; see How to use): each RGB channel is scaled so that its mean over the cell's pixels (those "
+        f"whose brightest channel is above 10) is {norm['channel_means']} (0-255), then the image is resampled "
+        f"(bicubic) about the cell's centroid so that the cell covers {norm['area']:.0%} of the frame, centred on "
+        f"black (the scale kept within 1/{norm['max_zoom']:g}-{norm['max_zoom']:g}x). This takes the acquisition "
+        "batch's cell size and stain intensity out of the image. Then timm's eval transform, from the "
+        "`pretrained_cfg` in `config.json`: "
+    )
+
+
+def _shifts(protocol: dict | None) -> str:
+    if not protocol or not protocol.get("shifts"):
+        return (
+            "## Under a shift of size or stain\n\nNot measured: this model's evaluation predates the shift protocol "
+            "(`training.shifts`). Models of this project that were put to it followed the cell's size and stain."
+        )
+    rows = [
+        (name, _number(s["f1_weighted"]), f"{-s['f1_drop']:+.4f}", _number(s["specificity"]), _number(s["roc_auc"]),
+         _number(s["mean_abs_delta_p_all"]))
+        for name, s in protocol["shifts"].items()
+    ]  # fmt: skip
+    plain = protocol["unshifted"]
+    verdict = "passes" if protocol["passes"] else "fails"
+    return (
+        "## Under a shift of size or stain\n\n"
+        "A new acquisition batch changes the cells' size and stain (healthy cells of official fold_2 are larger and "
+        "redder than those of fold_0 and fold_1). The same cells as above, scored again after each shift of the "
+        f"project's protocol (`training.shifts`); unshifted: weighted F1 {_number(plain['f1_weighted'])}, "
+        f"specificity {_number(plain['specificity'])}.\n\n"
+        + _table(["shift", "weighted F1", "change", "specificity", "ROC AUC", "mean abs. change of P(ALL)"], rows)
+        + f"\n\nIt **{verdict}** the project's adoption rule: {protocol['rule']} (worst: {protocol['worst_shift']}, "
+        f"{-protocol['max_f1_drop']:+.4f})."
+    )
 
 
 def _evaluation(evaluation: dict, flipped: dict | None, plots: list[str]) -> str:
@@ -234,10 +276,19 @@ def _evaluation(evaluation: dict, flipped: dict | None, plots: list[str]) -> str
     )
 
 
-def _usage(repo_id: str, calibration: dict | None) -> str:
+def _usage(repo_id: str, calibration: dict | None, *, normalised: bool = False) -> str:
     text = ""
+    if normalised:
+        text += (
+            "\n\n**Apply the cell normalisation first** with timm or transformers: `config.json`'s "
+            "`cell_normalization` holds its settings, and `CellNormalization(**settings)` in this project's "
+            "`training/transforms.py` (numpy and Pillow only, about 30 lines) is the reference implementation: "
+            "`image = CellNormalization(area=..., channel_means=(...), max_zoom=...)(image)` before the transform "
+            "above, or before the pipeline. Without it the model sees cells at a size and stain it never trained "
+            "on. `hub.load.load_model` applies it for you."
+        )
     if calibration:
-        text = (
+        text += (
             f"\n\n`calibration.json` holds a temperature T = {calibration['temperature']:.2f}, fitted on the "
             "predictions for patients unseen in training (the evaluation above): `(logits / T).softmax(-1)` gives "
             "calibrated probabilities (the app applies it)."

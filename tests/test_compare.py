@@ -117,7 +117,7 @@ def test_baseline_is_the_last_row_and_joins_the_roc_overlay(tmp_path, capsys):
     table = (tmp_path / "out" / "comparison.md").read_text()
     assert table.splitlines()[3] == (
         "| cell area alone | - | - | - | - | 3 | 0.700 ± 0.050 | 0.700 ± 0.050 | 0.700 ± 0.050 | 0.800 ± 0.100 "
-        "| n/a | n/a | - | - |"
+        "| n/a | n/a | not scored | n/a | n/a | - | - |"
     )
     rows = json.loads((tmp_path / "out" / "comparison.json").read_text())
     assert rows[-1]["display_name"] == "cell area alone" and "labels" not in rows[-1]
@@ -128,6 +128,13 @@ def test_baseline_is_the_last_row_and_joins_the_roc_overlay(tmp_path, capsys):
     assert main([str(run), "--output", str(tmp_path / "out"), "--baseline", str(baseline), str(second)]) == 0
     rows = json.loads((tmp_path / "out" / "comparison.json").read_text())
     assert [r["display_name"] for r in rows] == ["MobileNetV2", "cell area alone", "statistics (trees)"]
+
+    shifted = {"max_f1_drop": 0.2, "passes": False, "shifts": {"scale_0.75": {"specificity": 0.9}}}
+    second.write_text(json.dumps({**json.loads(second.read_text()), "shift_protocol": shifted}))
+    assert main([str(run), "--output", str(tmp_path / "out"), "--baseline", str(second)]) == 0
+    assert (tmp_path / "out" / "comparison.md").read_text().splitlines()[3].endswith(
+        "| 0.200 | 0.900 | fail | n/a | n/a | - | - |"
+    )
 
     assert main([str(run), "--output", str(tmp_path / "out"), "--baseline", str(tmp_path / "none.json")]) == 2
     assert "none.json is missing" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from conftest import FIXTURES
 from PIL import Image
 
+from hub.card import model_card
 from hub.export import CELL_NORMALIZATION_KEY, export_model
 from hub.load import load_model
 from training import compare, crossval, evaluate, train
@@ -180,3 +182,18 @@ def test_the_normalisation_travels_in_config_json_to_timm_and_the_app(tmp_path, 
 def test_a_shift_is_a_plain_function_of_the_image(cells):
     shift = Shift("custom", "scale", 0.5)
     assert _area(shift(cells[0])) == pytest.approx(_area(cells[0]) / 4, rel=0.08)
+
+
+def test_the_final_model_carries_its_recipes_shift_result_to_the_card_and_the_app(cellnorm_folds, tmp_path):
+    final = tmp_path / "all"
+    shutil.copytree(cellnorm_folds[0], final)  # stands in for the model trained on every fold, of the same recipe
+    assert crossval.main([*map(str, cellnorm_folds), "--model-dir", str(final / "model")]) == 0
+    pooled = json.loads((final / "eval.json").read_text())["shift_protocol"]
+    recorded = json.loads((final / "model" / "shift_protocol.json").read_text())
+    assert recorded["passes"] == pooled["passes"] and recorded["max_f1_drop"] == pooled["max_f1_drop"]
+    assert "out of fold" in recorded["evaluated_on"]
+    text = model_card(final / "model", repo_id="cnmc-test/cellnorm").text
+    section = text.split("## Under a shift of size or stain")[1].split("\n## ")[0]
+    assert all(f"| {s.name} |" in section for s in SHIFTS)
+    assert ("It **passes**" if pooled["passes"] else "It **fails**") in section
+    assert "covers 20% of the frame" in text and "Apply the cell normalisation first" in text
