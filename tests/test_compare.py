@@ -132,8 +132,11 @@ def test_baseline_is_the_last_row_and_joins_the_roc_overlay(tmp_path, capsys):
     shifted = {"max_f1_drop": 0.2, "passes": False, "shifts": {"scale_0.75": {"specificity": 0.9}}}
     second.write_text(json.dumps({**json.loads(second.read_text()), "shift_protocol": shifted}))
     assert main([str(run), "--output", str(tmp_path / "out"), "--baseline", str(second)]) == 0
-    assert (tmp_path / "out" / "comparison.md").read_text().splitlines()[3].endswith(
-        "| 0.200 | 0.900 | fail | n/a | n/a | - | - |"
+    assert (
+        (tmp_path / "out" / "comparison.md")
+        .read_text()
+        .splitlines()[3]
+        .endswith("| 0.200 | 0.900 | fail | n/a | n/a | - | - |")
     )
 
     assert main([str(run), "--output", str(tmp_path / "out"), "--baseline", str(tmp_path / "none.json")]) == 2
