@@ -14,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from hub.registry import ROOT
+from cnmc.cells import CLASS_NAMES, parse_cell_name
 from serving import batch, gradcam, results
 from serving.images import CheckedImage, ImageError, count_batch, load_batch, load_image
 from serving.lookalike import Lookalike, check_lookalike
@@ -30,7 +30,7 @@ from serving.predict import (
     shift_caveat,
     verdict,
 )
-from training.data import CLASS_NAMES, parse_cell_name
+from serving.registry import ROOT
 
 CELLS = ROOT / "tests" / "fixtures" / "cnmc" / "C-NMC_Leukemia" / "training_data"
 EXAMPLES = [

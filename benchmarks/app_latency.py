@@ -22,12 +22,12 @@ import numpy as np
 import torch
 
 from benchmarks.report import save
-from hub.registry import MODELS
+from cnmc.backbones import BACKBONES, create_model
+from cnmc.preprocessing import eval_transform
 from serving import fast
 from serving.images import load_image
 from serving.predict import calibrated, load_models
-from training.backbones import BACKBONES, create_model
-from training.transforms import eval_transform
+from serving.registry import MODELS
 
 CELLS = Path(__file__).resolve().parents[1] / "tests/fixtures/cnmc/C-NMC_Leukemia/training_data"
 CELL = CELLS / "fold_0/all/UID_3_2_1_all.webp"

@@ -20,11 +20,11 @@ from gradio_client import Client, handle_file
 
 import app
 from benchmarks.report import save
-from hub.load import LoadedModel
+from cnmc.backbones import create_model, resolve_backbone
+from cnmc.load import LoadedModel
+from cnmc.preprocessing import eval_transform
 from serving import fast
 from serving.predict import ServedModel
-from training.backbones import create_model, resolve_backbone
-from training.transforms import eval_transform
 
 OUTPUT = Path(__file__).resolve().parent / "results" / "app_load.json"
 

@@ -24,13 +24,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from benchmarks.report import save
-from hub.load import LoadedModel, load_model
+from cnmc.load import LoadedModel, load_model
+from cnmc.preprocessing import flip_averaged
 from serving.images import load_image
 from serving.predict import ALL_INDEX, calibrated
 from training.data import load_cnmc
 from training.evaluate import evaluation_split, training_overlap
 from training.splits import split_cv_fold
-from training.transforms import flip_averaged
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_CELLS = ROOT / "tests/fixtures/cnmc/C-NMC_Leukemia/training_data"

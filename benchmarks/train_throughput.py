@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from benchmarks.report import save
-from training.backbones import BACKBONES, create_model, resolve_backbone
+from cnmc.backbones import BACKBONES, create_model, resolve_backbone
 from training.data import load_cnmc
 from training.device_cache import DecodedCells
 from training.evaluate import make_loader

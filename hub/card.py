@@ -12,9 +12,9 @@ from pathlib import Path
 import timm
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from hub.export import CELL_NORMALIZATION_KEY, CONFIG_NAME
-from hub.load import read_calibration
-from training.backbones import resolve_backbone
+from cnmc.backbones import resolve_backbone
+from cnmc.export import CELL_NORMALIZATION_KEY, CONFIG_NAME
+from cnmc.load import read_calibration
 from training.crossval import OTHER_SEED_METRICS
 from training.size_baseline import DEPENDENCE_NAME, PLOT_NAME
 
@@ -98,7 +98,7 @@ def model_card(model_dir: str | Path, *, repo_id: str) -> ModelCard:
     """The card of ``model_dir``, whose run folder (its parent) holds run_config.json, eval.json and plots."""
     model_dir = Path(model_dir)
     run_dir = model_dir.parent
-    config = read_json(model_dir / CONFIG_NAME, "not a model folder written by hub.export")
+    config = read_json(model_dir / CONFIG_NAME, "not a model folder written by cnmc.export")
     run = read_json(run_dir / RUN_CONFIG_NAME, "the card needs the training run's hyperparameters")
     evaluation = read_json(run_dir / EVAL_NAME, "the card needs the saved model's validation evaluation")
     name = repo_id.split("/")[-1]
@@ -282,10 +282,10 @@ def _usage(repo_id: str, calibration: dict | None, *, normalised: bool = False) 
         text += (
             "\n\n**Apply the cell normalisation first** with timm or transformers: `config.json`'s "
             "`cell_normalization` holds its settings, and `CellNormalization(**settings)` in this project's "
-            "`training/transforms.py` (numpy and Pillow only, about 30 lines) is the reference implementation: "
+            "`cnmc/preprocessing.py` (numpy and Pillow only, about 30 lines) is the reference implementation: "
             "`image = CellNormalization(area=..., channel_means=(...), max_zoom=...)(image)` before the transform "
             "above, or before the pipeline. Without it the model sees cells at a size and stain it never trained "
-            "on. `hub.load.load_model` applies it for you."
+            "on. `cnmc.load.load_model` applies it for you."
         )
     if calibration:
         text += (
@@ -319,9 +319,9 @@ def _usage(repo_id: str, calibration: dict | None, *, normalised: bool = False) 
         f'classifier = pipeline("image-classification", model="{repo_id}")\n'
         'classifier("cell.bmp")\n'
         "```\n\n"
-        "In this project's app and tools (`hub.load` returns the model, its transform, labels and temperature):\n\n"
+        "In this project's app and tools (`cnmc.load` returns the model, its transform, labels and temperature):\n\n"
         "```python\n"
-        "from hub.load import load_model\n\n"
+        "from cnmc.load import load_model\n\n"
         f'loaded = load_model("{repo_id}")\n'
         "```" + text
     )

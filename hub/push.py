@@ -18,8 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from hub.card import RUN_CONFIG_NAME, model_card, present_plots
-from hub.export import (
+from cnmc.export import (
     CALIBRATION_NAME,
     CONFIG_NAME,
     SHIFT_PROTOCOL_NAME,
@@ -27,6 +26,7 @@ from hub.export import (
     WEIGHTS_NAME,
     transformers_compatible,
 )
+from hub.card import RUN_CONFIG_NAME, model_card, present_plots
 from hub.upload import HubError, add_upload_arguments, check_repo_id, new_folder, run, upload
 
 # Files the repo may hold that a later push may no longer bring: removed in the same commit then.

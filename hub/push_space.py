@@ -7,7 +7,7 @@ Usage::
 
 The Space gets app.py, requirements.txt, the code (training/, hub/, serving/), models/ and results/ (if present),
 the example cells, and a README.md whose YAML header
-pins the Gradio version of requirements.txt and lists the four model repos of :mod:`hub.registry`.
+pins the Gradio version of requirements.txt and lists the four model repos of :mod:`serving.registry`.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from pathlib import Path
 from huggingface_hub import SpaceCard, SpaceCardData
 
 from hub.card import CITATION
-from hub.registry import MODELS, ROOT
 from hub.upload import HubError, add_upload_arguments, check_repo_id, new_folder, run, upload
+from serving.registry import MODELS, ROOT
 
 FILES = ["app.py", "requirements.txt"]
 # The app's code, its shipped model, its committed results, and the real cells it offers as examples.
-FOLDERS = ["training", "hub", "serving", "models", "results", "tests/fixtures/cnmc"]  # each only when present
+FOLDERS = ["cnmc", "training", "hub", "serving", "models", "results", "tests/fixtures/cnmc"]  # each only when present
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
 
 

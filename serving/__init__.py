@@ -1,1 +1,1 @@
-"""Library code behind the Gradio app: safe image loading, inference, explanations and results."""
+"""Library code behind the Gradio app: the model registry, safe image loading, inference, explanations and results."""

@@ -12,10 +12,10 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from cnmc.cells import CLASS_NAMES, parse_cell_name
 from serving.images import BatchItem
 from serving.lookalike import check_lookalike
 from serving.predict import UNCERTAIN, ServedModel, ensemble, predict, verdict
-from training.data import CLASS_NAMES, parse_cell_name
 
 ENSEMBLE = "ensemble"
 MAX_FILES = 1000

@@ -12,8 +12,8 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from hub.load import LoadedModel
-from training.transforms import data_config
+from cnmc.load import LoadedModel
+from cnmc.preprocessing import data_config
 
 TARGET_LAYERS = {
     "mobilenetv2_100": "bn2",  # BatchNormAct after conv_head, 7x7 at 224 px

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from training.data import cell_mask
+from cnmc.cells import cell_mask
 
 MIN_BORDER_DARK = 0.9
 FOREGROUND_RANGE = (0.03, 0.35)

@@ -1,6 +1,6 @@
 """The served model set and its predictions: calibrated probabilities, verdicts, ensembles and latency.
 
-Each model is loaded through :func:`hub.load.load_model` from its registry source (the shipped folder when
+Each model is loaded through :func:`cnmc.load.load_model` from its registry source (the shipped folder when
 present, else the Hub repo, which is served from the cache when offline). A model that can't be loaded stays in
 the set with the reason, so the app can say so and still start.
 """
@@ -17,10 +17,10 @@ from statistics import mean
 import torch
 from PIL import Image
 
-from hub.load import LoadedModel, load_model, read_shift_protocol
-from hub.registry import MODELS, RegisteredModel
+from cnmc.load import LoadedModel, load_model, read_shift_protocol
+from cnmc.preprocessing import flip_averaged
 from serving import fast
-from training.transforms import flip_averaged
+from serving.registry import MODELS, RegisteredModel
 
 ALL_INDEX = 1  # C-NMC's class order is ["hem", "all"]
 # Calibrated P(ALL) inside this band is too close to call: the verdict defers to an expert.

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hub.export import CONFIG_NAME, TRAIN_PATIENTS_KEY
-from hub.registry import ROOT
+from cnmc.export import CONFIG_NAME, TRAIN_PATIENTS_KEY
 from serving.predict import ServedModel
+from serving.registry import ROOT
 
 RESULTS_DIR = ROOT / "results"
 CARDS_DIR = ROOT / "models"

@@ -22,13 +22,13 @@ from gradio_client import Client, handle_file
 from PIL import Image, ImageDraw
 
 import app
-from hub.export import export_model
-from hub.registry import RegisteredModel
+from cnmc.backbones import create_model
+from cnmc.export import export_model
 from serving import batch, fast, gradcam, results
 from serving.images import load_batch, load_image
 from serving.lookalike import check_lookalike
 from serving.predict import NOT_A_CELL, UNCERTAIN, load_models, probabilities, verdict
-from training.backbones import create_model
+from serving.registry import RegisteredModel
 
 CELLS = sorted(p for p in CNMC_ROOT.rglob("*") if p.suffix in (".bmp", ".webp"))
 ALL_CELL = CNMC_ROOT / "training_data" / "fold_0" / "all" / "UID_11_10_1_all.bmp"
@@ -357,8 +357,8 @@ def test_flip_averaging_gives_a_mirrored_cell_the_same_answer_in_every_tab(model
     ("architecture", "size"), [("mobilenetv2", 64), ("vgg19", 64), ("inceptionv3", 96), ("resnet101v2", 64)]
 )
 def test_gradcam_has_a_target_layer_for_each_backbone(architecture, size):
-    from hub.load import LoadedModel
-    from training.transforms import eval_transform
+    from cnmc.load import LoadedModel
+    from cnmc.preprocessing import eval_transform
 
     model = create_model(architecture, pretrained=False, img_size=size).eval()
     loaded = LoadedModel(model, eval_transform(model), ["hem", "all"], Path("."), None)

@@ -14,10 +14,10 @@ from conftest import CNMC_ROOT
 from PIL import Image
 
 import app
-from hub.export import export_model
-from hub.registry import RegisteredModel
+from cnmc.backbones import create_model
+from cnmc.export import export_model
 from serving.predict import UNCERTAIN, load_models
-from training.backbones import create_model
+from serving.registry import RegisteredModel
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"

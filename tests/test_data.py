@@ -10,7 +10,8 @@ import pytest
 from conftest import CNMC_ROOT, FIXTURES
 from PIL import Image
 
-from training.data import CLASS_NAMES, CNMCDataError, load_cnmc, main, parse_cell_name, summarize
+from cnmc.cells import CLASS_NAMES, parse_cell_name
+from training.data import CNMCDataError, load_cnmc, main, summarize
 
 
 def test_kaggle_layout_loads_every_part(cnmc):

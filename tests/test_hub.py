@@ -19,12 +19,13 @@ from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from PIL import Image
 
-from hub import push, push_space, registry
+from cnmc.backbones import BACKBONES, create_model
+from cnmc.export import export_model, transformers_compatible
+from cnmc.load import ModelLoadError, load_model
+from cnmc.preprocessing import eval_transform
+from hub import push, push_space
 from hub.card import model_card
-from hub.export import export_model, transformers_compatible
-from hub.load import ModelLoadError, load_model
-from training.backbones import BACKBONES, create_model
-from training.transforms import eval_transform
+from serving import registry
 
 CELL = sorted((CNMC_ROOT / "training_data" / "fold_0" / "all").glob("*.webp"))[0]
 REPO_ID = "cnmc-test/tiny-mobilenetv2"
@@ -384,7 +385,7 @@ def test_space_dry_run_pins_gradio_and_lists_the_four_models(tmp_path):
     assert meta["sdk"] == "gradio" and meta["sdk_version"] == gradio and meta["app_file"] == "app.py"
     assert meta["models"] == [m.repo_id for m in registry.MODELS] and len(meta["models"]) == 4
     assert meta["title"] and meta["emoji"]
-    for path in ("app.py", "requirements.txt", "training/backbones.py", "hub/load.py", "serving/predict.py",
+    for path in ("app.py", "requirements.txt", "cnmc/backbones.py", "cnmc/load.py", "serving/predict.py",
                  "tests/fixtures/cnmc/C-NMC_Leukemia/training_data/fold_0/hem/UID_H6_10_1_hem.webp"):  # fmt: skip
         assert (out / path).is_file()
     assert not list(out.rglob("__pycache__"))

@@ -10,7 +10,7 @@ import torch
 from conftest import CNMC_ROOT
 from PIL import Image
 
-from training.transforms import eval_transform
+from cnmc.preprocessing import eval_transform
 
 MODEL_DIRS = sorted(p.parent for p in (Path(__file__).parents[1] / "models").glob("*/config.json"))
 

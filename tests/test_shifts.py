@@ -12,14 +12,14 @@ import torch
 from conftest import FIXTURES
 from PIL import Image
 
+from cnmc.cells import cell_mask
+from cnmc.export import CELL_NORMALIZATION_KEY, export_model
+from cnmc.load import load_model
+from cnmc.preprocessing import CellNormalization, eval_transform
 from hub.card import model_card
-from hub.export import CELL_NORMALIZATION_KEY, export_model
-from hub.load import load_model
 from training import compare, crossval, evaluate, train
-from training.data import cell_mask
 from training.shifts import MAX_F1_DROP, SHIFTS, Shift, shift_report
 from training.size_baseline import add_cell_area, cross_validate
-from training.transforms import CellNormalization, eval_transform
 
 SPLIT = Path(__file__).resolve().parents[1] / "splits" / "cnmc_cv3_seed0.json"
 TINY = ["--backbone", "mobilenetv2", "--no-pretrained", "--img-size", "64", "--batch-size", "8", "--epochs", "1",

@@ -8,11 +8,11 @@ from conftest import CNMC_ROOT
 from PIL import Image
 
 import app
-from hub.load import load_model
-from hub.registry import registered_model
+from cnmc.load import load_model
 from serving import fast
 from serving.images import load_image
 from serving.predict import calibrated, load_models, probabilities
+from serving.registry import registered_model
 
 SHIPPED = registered_model("MobileNetV2")
 

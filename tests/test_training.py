@@ -14,12 +14,13 @@ import torch
 from conftest import FIXTURES
 from safetensors.torch import load_file
 
-from hub.load import load_model
+from cnmc.load import load_model
+from cnmc.preprocessing import flip_averaged
 from training import ensemble, evaluate, train
 from training.calibrate import calibrated
 from training.presets import PRESETS
 from training.splits import load_assignment
-from training.transforms import flip_averaged, mix_batch
+from training.transforms import mix_batch
 
 TINY = [
     "--backbone",

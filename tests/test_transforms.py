@@ -5,17 +5,10 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from training.backbones import create_model, resolve_backbone
+from cnmc.backbones import create_model, resolve_backbone
+from cnmc.preprocessing import data_config, eval_transform
 from training.evaluate import stack_images
-from training.transforms import (
-    Augmentation,
-    BatchAugment,
-    FixedSizeTensor,
-    data_config,
-    eval_transform,
-    mix_batch,
-    pixel_batch,
-)
+from training.transforms import Augmentation, BatchAugment, FixedSizeTensor, mix_batch, pixel_batch
 
 
 def test_eval_transform_follows_the_model_config(cnmc):

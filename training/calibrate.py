@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from hub.export import CALIBRATION_NAME
+from cnmc.export import CALIBRATION_NAME
 from training import atomic
 from training.evaluate import run_relative
 

@@ -20,8 +20,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from cnmc.backbones import BACKBONES, resolve_backbone
 from training import atomic
-from training.backbones import BACKBONES, resolve_backbone
 from training.calibrate import read_predictions
 from training.plots import plot_roc
 from training.presets import overrides_of

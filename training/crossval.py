@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from hub.export import SHIFT_PROTOCOL_NAME
+from cnmc.export import SHIFT_PROTOCOL_NAME
 from training import atomic
 from training.compare import METRICS, mean_sd
 from training.evaluate import report, run_relative, write_report

@@ -36,17 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from cnmc.cells import CLASS_NAMES, UNKNOWN_LABEL, parse_cell_name
+
 logger = logging.getLogger(__name__)
 
-CLASS_NAMES = ["hem", "all"]
-UNKNOWN_LABEL = -1
-# Cells are segmented onto pure black; a pixel whose brightest channel is above this is cell, not background
-# (the margin absorbs the noise of lossy re-encoding).
-BACKGROUND_LEVEL = 10
 SPLIT_ORDER = ["fold_0", "fold_1", "fold_2", "prelim_test", "final_test"]
 FEATURES = datasets.Features(
     {
@@ -71,15 +67,8 @@ EXPECTED_LAYOUT = """Expected one of these C-NMC 2019 layouts under the data fol
           C-NMC_test_final_phase_data/C-NMC_test_final_phase_data/<n>.bmp
   or a prepared copy written by `python -m training.data prepare` (holds cnmc_prepared.json)."""
 
-_CELL_NAME = re.compile(r"^UID_(?P<patient>[^_]+)_.+_(?P<label>all|hem)$", re.IGNORECASE)
 # Operating-system clutter that is never data; anything else in a data folder must be a valid cell image.
 _IGNORED_FILES = {"thumbs.db", "desktop.ini"}
-
-
-def cell_mask(pixels: np.ndarray) -> np.ndarray:
-    """Where an RGB image (0-255, height x width x 3) shows its cell: the brightest channel is above the background."""
-    # Channel by channel: numpy's max over a last axis of 3 is ten times slower, and this runs per image in loaders.
-    return np.maximum(np.maximum(pixels[..., 0], pixels[..., 1]), pixels[..., 2]) > BACKGROUND_LEVEL
 
 
 class CNMCDataError(ValueError):
@@ -98,14 +87,6 @@ class _Record:
     label: int
     patient_id: str | None
     fold: str
-
-
-def parse_cell_name(name: str) -> tuple[str, int]:
-    """``UID_H10_3_1_hem.bmp`` -> ``("H10", 0)``. The suffix is the authoritative label."""
-    match = _CELL_NAME.match(Path(name).stem)
-    if not match:
-        raise ValueError(f"name does not follow UID_<patient>_<image>_<cell>_<all|hem>: {name}")
-    return match["patient"], CLASS_NAMES.index(match["label"].lower())
 
 
 def _listing(folder: Path) -> list[Path]:

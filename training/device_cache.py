@@ -14,8 +14,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from cnmc.preprocessing import CellNormalization
 from training.evaluate import make_loader
-from training.transforms import CellNormalization, decoder
+from training.transforms import decoder
 
 # A run keeps its cells on the GPU by default when they take at most this share of its free memory.
 FREE_MEMORY_SHARE = 0.25

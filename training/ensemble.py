@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hub.export import CALIBRATION_NAME
+from cnmc.export import CALIBRATION_NAME
 from training.calibrate import calibrated
 from training.evaluate import report, write_report
 

@@ -29,14 +29,16 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import Compose
 from tqdm.auto import tqdm
 
-from hub.load import LoadedModel, load_model
+from cnmc.cells import UNKNOWN_LABEL
+from cnmc.load import LoadedModel, load_model
+from cnmc.preprocessing import flip_averaged
 from training import atomic
-from training.data import UNKNOWN_LABEL, CNMCDataError, add_data_arguments, load_from_args
+from training.data import CNMCDataError, add_data_arguments, load_from_args
 from training.metrics import cnmc_metric
 from training.plots import plot_confusion_matrix, plot_roc
 from training.shifts import SHIFTS, Shift, shift_report, summary_line
 from training.splits import split_cv_fold
-from training.transforms import flip_averaged, pixel_batch
+from training.transforms import pixel_batch
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from training.data import CLASS_NAMES, UNKNOWN_LABEL
+from cnmc.cells import CLASS_NAMES, UNKNOWN_LABEL
 
 ALL_LABEL = CLASS_NAMES.index("all")
 HEM_LABEL = CLASS_NAMES.index("hem")

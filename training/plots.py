@@ -15,7 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, roc_auc_score, roc_curve  # noqa: E402
 
-from training.data import CLASS_NAMES  # noqa: E402
+from cnmc.cells import CLASS_NAMES  # noqa: E402
 
 DISPLAY_NAMES = [name.upper() for name in CLASS_NAMES]
 DPI = 150

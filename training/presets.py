@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
-from training.backbones import DEFAULT_CROP_PCT
+from cnmc.backbones import DEFAULT_CROP_PCT
 from training.transforms import Augmentation
 
 
@@ -31,7 +31,7 @@ class Recipe:
     # too, each batch uses one of the two.
     cutmix: float = 0.0
     # Bring each cell to one size, place and stain intensity before the model sees it
-    # (training.transforms.CellNormalization, saved with the model), so neither the batch's cell size nor its stain
+    # (cnmc.preprocessing.CellNormalization, saved with the model), so neither the batch's cell size nor its stain
     # can carry the verdict (training.shifts). Off before the field existed.
     cell_normalization: bool = False
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from training.data import cell_mask
+from cnmc.cells import cell_mask
 from training.metrics import cnmc_metric
 
 MAX_F1_DROP = 0.03

@@ -33,9 +33,10 @@ from sklearn.base import ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from cnmc.cells import cell_mask
 from training import atomic
 from training.compare import METRICS, mean_sd
-from training.data import CNMCDataError, add_data_arguments, cell_mask, load_from_args
+from training.data import CNMCDataError, add_data_arguments, load_from_args
 from training.evaluate import report, run_relative, write_report
 from training.plots import plot_patients_by_size
 from training.shifts import COLUMN_PREFIX, SHIFT_NAMES, SHIFTS, Shift, columns_of, shift_report, summary_line

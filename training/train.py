@@ -36,19 +36,21 @@ from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from hub.export import export_model
-from hub.load import load_model
+from cnmc.backbones import PretrainedWeightsUnavailable, create_model, resolve_backbone
+from cnmc.cells import CLASS_NAMES
+from cnmc.export import export_model
+from cnmc.load import load_model
+from cnmc.preprocessing import CellNormalization, eval_transform
 from training import atomic
-from training.backbones import PretrainedWeightsUnavailable, create_model, resolve_backbone
 from training.calibrate import calibrate
-from training.data import CLASS_NAMES, CNMCDataError, add_data_arguments, load_from_args
+from training.data import CNMCDataError, add_data_arguments, load_from_args
 from training.device_cache import DecodedCells
 from training.evaluate import make_loader, predict, report, run_relative, score_dataset, write_report
 from training.plots import plot_training_curves
 from training.presets import AUGMENTATION_FIELDS, PRESETS, RECIPE_FIELDS, Recipe, build_recipe
 from training.shifts import SHIFTS, summary_line
 from training.splits import split_by_folds, split_cv_fold
-from training.transforms import Augmentation, BatchAugment, CellNormalization, decoder, eval_transform, mix_batch
+from training.transforms import Augmentation, BatchAugment, decoder, mix_batch
 
 logger = logging.getLogger(__name__)
 LOSS_SHOWN_EVERY = 20  # steps between progress-bar loss updates, each of which waits for the GPU

@@ -14,8 +14,8 @@ import sys
 import numpy as np
 from PIL import Image
 
+from cnmc.cells import cell_mask
 from scripts.experiments.prepared_copy import write_mapped_copy
-from training.data import cell_mask
 
 MARGIN = 1.1
 

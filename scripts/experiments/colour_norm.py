@@ -18,8 +18,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from cnmc.cells import BACKGROUND_LEVEL, cell_mask
 from scripts.experiments.prepared_copy import write_mapped_copy
-from training.data import BACKGROUND_LEVEL, cell_mask, load_prepared
+from training.data import load_prepared
 
 
 def cell_pixels(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from cnmc.cells import cell_mask
 from training import atomic
-from training.data import CNMCDataError, cell_mask, load_cnmc
+from training.data import CNMCDataError, load_cnmc
 from training.shifts import SHIFTS
 from training.size_baseline import DEPENDENCE_NAME, cross_validate, matched_size_auc, size_dependence, write_baseline
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import timm
 import torch
 
-from training.data import CLASS_NAMES
+from cnmc.cells import CLASS_NAMES
 
 # The cells are centred on black; a fixed centre crop of 320 of the 450 px keeps the cell whole and its
 # size, a real cue (blasts are larger), and drops empty background before resizing to the input size.

@@ -9,8 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from hub.export import CONFIG_NAME
-from training.backbones import BACKBONES
+from cnmc.backbones import BACKBONES
+from cnmc.export import CONFIG_NAME
 
 DEFAULT_ORG = "cnmc-all-detector"
 HUB_ORG = os.environ.get("CNMC_HUB_ORG", DEFAULT_ORG)
@@ -28,7 +28,7 @@ class RegisteredModel:
 
     @property
     def source(self) -> str:
-        """What to give ``hub.load.load_model``: the shipped folder when it is there, else the Hub repo."""
+        """What to give ``cnmc.load.load_model``: the shipped folder when it is there, else the Hub repo."""
         if self.local_dir is not None and (self.local_dir / CONFIG_NAME).is_file():
             return str(self.local_dir)
         return self.repo_id

@@ -1,6 +1,6 @@
 """Load a trained model, with its preprocessing and labels, from a local folder or the Hugging Face Hub.
 
-``source`` is a folder written by :func:`hub.export.export_model`, ``hf-hub:ORG/NAME`` or ``ORG/NAME``. Hub
+``source`` is a folder written by :func:`cnmc.export.export_model`, ``hf-hub:ORG/NAME`` or ``ORG/NAME``. Hub
 models go through ``huggingface_hub.snapshot_download``, which with ``HF_HUB_OFFLINE=1`` serves the local cache.
 """
 
@@ -25,7 +25,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-from hub.export import (
+from cnmc.export import (
     CALIBRATION_NAME,
     CELL_NORMALIZATION_KEY,
     CONFIG_NAME,
@@ -33,7 +33,7 @@ from hub.export import (
     TRAIN_PATIENTS_KEY,
     WEIGHTS_NAME,
 )
-from training.transforms import CellNormalization, eval_transform
+from cnmc.preprocessing import CellNormalization, eval_transform
 
 HUB_PREFIX = "hf-hub:"
 # Only what the model needs: the card and plots stay on the Hub.
@@ -80,7 +80,7 @@ def resolve_folder(source: str, *, cache_dir: str | Path | None = None) -> Path:
     else:
         raise ModelLoadError(f"Model folder not found: {path} (nor is it a Hub repo id like ORG/NAME)")
     if not (folder / CONFIG_NAME).is_file():
-        raise ModelLoadError(f"{folder} holds no {CONFIG_NAME}: not a model folder written by hub.export")
+        raise ModelLoadError(f"{folder} holds no {CONFIG_NAME}: not a model folder written by cnmc.export")
     if not (folder / WEIGHTS_NAME).is_file():
         raise ModelLoadError(f"{folder} holds no {WEIGHTS_NAME}: the model weights are missing")
     return folder

@@ -15,8 +15,8 @@ from pathlib import Path
 import timm
 import torch
 
-from training.data import CLASS_NAMES
-from training.transforms import CellNormalization
+from cnmc.cells import CLASS_NAMES
+from cnmc.preprocessing import CellNormalization
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -26,7 +26,7 @@ SHIFT_PROTOCOL_NAME = "shift_protocol.json"
 # config.json's list of the patients the weights were trained on, so that evaluation can flag them wherever the
 # model goes (the Hub included); timm and transformers ignore it.
 TRAIN_PATIENTS_KEY = "train_patients"
-# config.json's cell normalisation (training.transforms.CellNormalization), applied before timm's eval transform.
+# config.json's cell normalisation (cnmc.preprocessing.CellNormalization), applied before timm's eval transform.
 CELL_NORMALIZATION_KEY = "cell_normalization"
 
 
@@ -62,7 +62,7 @@ def export_model(
 ) -> Path:
     """Save ``model`` to ``folder`` as ``config.json`` + ``model.safetensors``; copy ``extra_files`` beside them.
 
-    ``label_names`` defaults to the model's own (``training.backbones.create_model`` sets them), else C-NMC's.
+    ``label_names`` defaults to the model's own (``cnmc.backbones.create_model`` sets them), else C-NMC's.
     ``train_patients`` go into config.json (:data:`TRAIN_PATIENTS_KEY`), and so does ``cell_normalization``
     (:data:`CELL_NORMALIZATION_KEY`), the preprocessing that runs before timm's own. ``extra_files`` is for files
     that travel with the weights, such as ``calibration.json``.
