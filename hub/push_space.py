@@ -5,8 +5,8 @@ Usage::
     python -m hub.push_space --repo-id ORG/NAME [--private]
     python -m hub.push_space --repo-id ORG/NAME --dry-run [--out DIR]
 
-The Space gets app.py, requirements.txt, the code (training/, hub/, serving/), models/ and results/ (if present),
-the example cells, and a README.md whose YAML header
+The Space gets app.py, requirements.txt (the app's own: no training libraries), the app's code (cnmc/, serving/),
+models/, the results table and plots that the app shows, the example cells, and a README.md whose YAML header
 pins the Gradio version of requirements.txt and lists the four model repos of :mod:`serving.registry`.
 """
 
@@ -25,8 +25,11 @@ from hub.upload import HubError, add_upload_arguments, check_repo_id, new_folder
 from serving.registry import MODELS, ROOT
 
 FILES = ["app.py", "requirements.txt"]
-# The app's code, its shipped model, its committed results, and the real cells it offers as examples.
-FOLDERS = ["cnmc", "training", "hub", "serving", "models", "results", "tests/fixtures/cnmc"]  # each only when present
+# The app's code (it imports nothing from training/ or hub/), its shipped models and the real cells it offers as
+# examples; each only when present.
+FOLDERS = ["cnmc", "serving", "models", "tests/fixtures/cnmc"]
+# Of results/, only what the Models & results tab reads (serving.results): the table and the plots beside it.
+RESULTS = ["results/comparison.md", "results/*.png"]
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
 
 
@@ -72,6 +75,9 @@ def build_space_repo(out: Path, root: Path = ROOT) -> list[str]:
     for name in FOLDERS:
         if (root / name).is_dir():
             shutil.copytree(root / name, out / name, ignore=_IGNORE)
+    for path in (p for pattern in RESULTS for p in sorted(root.glob(pattern))):
+        (out / path.parent.relative_to(root)).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, out / path.relative_to(root))
     space_card(gradio_version(root / "requirements.txt")).save(out / "README.md")
     return sorted(p.name for p in out.iterdir())
 
@@ -88,7 +94,7 @@ def push_space(repo_id: str, *, private: bool = False, out: str | Path | None = 
             space_sdk="gradio",
             private=private,
             # The Space mirrors the app: code removed here goes there too, in the same commit.
-            delete_patterns=[f"{name}/**" for name in FOLDERS],
+            delete_patterns=[f"{name}/**" for name in [*FOLDERS, "results", "training", "hub"]],
             commit_message="Upload the app",
         )
     finally:

@@ -389,6 +389,8 @@ def test_space_dry_run_pins_gradio_and_lists_the_four_models(tmp_path):
                  "tests/fixtures/cnmc/C-NMC_Leukemia/training_data/fold_0/hem/UID_H6_10_1_hem.webp"):  # fmt: skip
         assert (out / path).is_file()
     assert not list(out.rglob("__pycache__"))
+    assert not (out / "training").exists() and not (out / "hub").exists()  # the app imports neither
+    assert sorted(p.name for p in (out / "results").iterdir()) == ["comparison.md", "roc_overlay.png"]
 
 
 def test_space_push_creates_a_gradio_space(fake_hub):
