@@ -368,6 +368,7 @@ def build_demo(
                 **concurrency,
             )
         with gr.Tab("Models & results"):
+            gr.Markdown(results.NEW_BATCH)
             gr.Markdown(results.comparison_markdown(results_dir))
             plots = results.result_plots(results_dir)
             if plots:

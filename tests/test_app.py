@@ -13,6 +13,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pandas as pd
 import pytest
@@ -524,6 +525,13 @@ def test_results_tab_without_and_with_committed_results(models, tmp_path):
     assert card.startswith("**Gone**: unavailable: ") and card.endswith("# Gone's card\n") and "license:" not in card
     assert "10.7937/tcia.2019.dc64i46r" in results.DATASET_CREDIT and "CC BY 3.0" in results.DATASET_CREDIT
     assert "not for diagnosis" in results.DISCLAIMER
+
+
+def test_results_tab_reports_the_new_batch_and_how_to_score_it(models, tmp_path):
+    demo = app.build_demo(models, results_dir=tmp_path)
+    shown = [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown) and b.value]
+    (text,) = [v for v in shown if "new acquisition batch" in v]
+    assert "specificity 0.437" in text and "13 donors" in text and "--folds fold_2" in text
 
 
 # --- The API, over HTTP ---------------------------------------------------------------------------------
