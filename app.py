@@ -60,6 +60,9 @@ FLIPS_INFO = (
 )
 
 
+CACHE_SWEEP_S, CACHE_MAX_AGE_S = 600, 3600
+
+
 def _examples_label(examples: Sequence[str]) -> str:
     """The examples' true classes in order, from their C-NMC file names (the thumbnails stay images)."""
     classes = []
@@ -275,7 +278,10 @@ def build_demo(
     # Image events skip gradio's decoding: our loader, not gradio's, decodes untrusted uploads.
     image_event = {"preprocess": False, **concurrency}
     status = "\n".join(f"- **{m.name}**: {m.status}" for m in models)
-    with gr.Blocks(title="C-NMC ALL detector") as demo:
+    # Uploads are patient-derived: Gradio's cache keeps nothing past an hour, nor across a restart; no telemetry.
+    with gr.Blocks(
+        title="C-NMC ALL detector", analytics_enabled=False, delete_cache=(CACHE_SWEEP_S, CACHE_MAX_AGE_S)
+    ) as demo:
         gr.Markdown(
             "# Acute lymphoblastic leukaemia (ALL) vs healthy (HEM) white blood cells\n"
             f"{results.DISCLAIMER}\n\n{len(names)} of {len(models)} models available: {', '.join(names) or 'none'}"

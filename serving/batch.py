@@ -99,6 +99,10 @@ def patient_summary(table: pd.DataFrame) -> pd.DataFrame:
     return summary.rename(columns=names)
 
 
+# A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets (tab and CR too).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def write_csv(table: pd.DataFrame, root: Path | None = None) -> Path:
     """The table as ``cnmc_predictions.csv`` in a folder of its own under ``root`` (default: the temp folder).
 
@@ -110,5 +114,13 @@ def write_csv(table: pd.DataFrame, root: Path | None = None) -> Path:
             if time.time() - old.stat().st_mtime > CSV_MAX_AGE_S:
                 shutil.rmtree(old)
     path = Path(tempfile.mkdtemp(prefix=CSV_PREFIX, dir=root)) / "cnmc_predictions.csv"
-    table.to_csv(path, index=False)
+    table.map(spreadsheet_safe).to_csv(path, index=False)
     return path
+
+
+def spreadsheet_safe(value: object) -> object:
+    """Text that a spreadsheet would run as a formula (a file name like ``=HYPERLINK(...).png``) gets a leading
+    apostrophe, as spreadsheet-safe CSV writers do; numbers and other text are left alone."""
+    if isinstance(value, str) and value[:1] in FORMULA_STARTS:
+        return "'" + value
+    return value

@@ -4,6 +4,7 @@ Models are tiny (64 px) MobileNetV2s exported to temporary folders and injected 
 nothing touches the network.
 """
 
+import csv
 import io
 import json
 import os
@@ -337,6 +338,18 @@ def test_batch_csv_folders_go_once_an_hour_old(tmp_path):
     assert path.parent.parent == tmp_path and path.read_text() == "file,ensemble\na.bmp,0.7\n"
 
 
+def test_batch_csv_does_not_let_a_file_name_run_as_a_formula(models, tmp_path):
+    names = ['=HYPERLINK("x","y").png', "+1.png", "@SUM(A1).png", "-2.png", "plain.png"]
+    for name in names:
+        Image.open(ALL_CELL).save(tmp_path / name)
+    files = [str(tmp_path / n) for n in names]
+    table, _, csv_path, _ = app.run_batch(models, files, False, progress=lambda *a, **k: None)
+    with open(csv_path, newline="") as handle:
+        files = [row["file"] for row in csv.DictReader(handle)]
+    assert files == ["'" + n for n in names[:4]] + ["plain.png"]
+    assert list(table["file"]) == names  # the table on screen shows the names as they are
+
+
 def test_flip_averaging_gives_a_mirrored_cell_the_same_answer_in_every_tab(models, tmp_path):
     mirrored = tmp_path / "mirrored.png"
     Image.open(ALL_CELL).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored)
@@ -525,6 +538,11 @@ def test_results_tab_without_and_with_committed_results(models, tmp_path):
     assert card.startswith("**Gone**: unavailable: ") and card.endswith("# Gone's card\n") and "license:" not in card
     assert "10.7937/tcia.2019.dc64i46r" in results.DATASET_CREDIT and "CC BY 3.0" in results.DATASET_CREDIT
     assert "not for diagnosis" in results.DISCLAIMER
+
+
+def test_gradio_keeps_no_upload_past_an_hour_and_sends_no_telemetry(models, tmp_path):
+    demo = app.build_demo(models, results_dir=tmp_path)  # uploads are patient-derived
+    assert demo.delete_cache == (600, 3600) and demo.analytics_enabled is False
 
 
 def test_results_tab_reports_the_new_batch_and_how_to_score_it(models, tmp_path):
