@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from cnmc.cells import CLASS_NAMES, parse_cell_name
+from cnmc.decision import calls_all
 from serving.images import BatchItem
 from serving.lookalike import check_lookalike
 from serving.predict import UNCERTAIN, ServedModel, ensemble, predict, verdict
@@ -83,7 +84,7 @@ def patient_summary(table: pd.DataFrame) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=["patient", names["label"], "cells", *list(names.values())[1:]])
     cells = pd.DataFrame(rows)
-    cells["called_all"] = cells["p_all"] > 0.5
+    cells["called_all"] = calls_all(cells["p_all"])
     cells["uncertain"] = cells["p_all"].map(verdict) == UNCERTAIN
     cells["correct"] = cells["called_all"] == (cells["label"] == "all")
     summary = cells.groupby(["patient", "label"], sort=True).agg(

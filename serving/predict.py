@@ -17,6 +17,7 @@ from statistics import mean
 import torch
 from PIL import Image
 
+from cnmc.decision import calls_all
 from cnmc.load import LoadedModel, load_model, read_shift_protocol
 from cnmc.preprocessing import flip_averaged
 from serving import fast
@@ -81,7 +82,7 @@ def verdict(prob_all: float, looks_like_cell: bool = True) -> str:
         return NOT_A_CELL
     if UNCERTAIN_BAND[0] <= prob_all <= UNCERTAIN_BAND[1]:
         return UNCERTAIN
-    return "ALL" if prob_all > 0.5 else "HEM"
+    return "ALL" if calls_all(prob_all) else "HEM"
 
 
 def shift_caveat(models: Sequence[ServedModel]) -> str:

@@ -21,12 +21,11 @@ from sklearn.metrics import (
 )
 
 from cnmc.cells import CLASS_NAMES, UNKNOWN_LABEL
+from cnmc.decision import diagnoses_all
 
 ALL_LABEL = CLASS_NAMES.index("all")
 HEM_LABEL = CLASS_NAMES.index("hem")
 LABELS = [HEM_LABEL, ALL_LABEL]
-# A patient is called ALL when the mean ALL probability of its cells reaches this.
-DIAGNOSIS_THRESHOLD = 0.5
 
 _DESCRIPTION = """Metrics for ALL (label 1) vs HEM (label 0) white-blood-cell classification on C-NMC 2019.
 Cell level: accuracy, weighted F1 (the challenge's ranking metric), macro F1, precision and recall (sensitivity)
@@ -160,6 +159,6 @@ def _per_patient(
             "cells": len(cells),
             "cell_accuracy": float((y_pred[cells] == y_true[cells]).mean()),
             "mean_score": mean_score,
-            "diagnosis": CLASS_NAMES[ALL_LABEL if mean_score >= DIAGNOSIS_THRESHOLD else HEM_LABEL],
+            "diagnosis": CLASS_NAMES[ALL_LABEL if diagnoses_all(mean_score) else HEM_LABEL],
         }
     return per_patient

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from cnmc.cells import cell_mask
+from cnmc.decision import calls_all
 from training.metrics import cnmc_metric
 
 MAX_F1_DROP = 0.03
@@ -81,7 +82,7 @@ SHIFT_NAMES = [s.name for s in SHIFTS]
 def _metrics(labels: np.ndarray, scores: np.ndarray, patient_ids: Sequence[str]) -> dict:
     metric = cnmc_metric()
     result = metric.compute(
-        predictions=(scores > 0.5).astype(int).tolist(),
+        predictions=calls_all(scores).astype(int).tolist(),
         references=labels.tolist(),
         scores=scores.tolist(),
         patient_ids=list(patient_ids),
@@ -95,7 +96,7 @@ def shift_report(
     """Each shift's scores beside the unshifted ones, and whether the worst weighted-F1 drop passes the rule.
 
     ``scores`` are P(ALL) per cell as evaluated; ``shifted_scores`` maps a shift's name to P(ALL) of the same cells
-    after that shift. A cell is called ALL when P(ALL) > 0.5, as in the plain evaluation (argmax of two classes).
+    after that shift. A cell is called as ``cnmc.decision.calls_all`` calls it, as in the plain evaluation.
     """
     labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
     plain = _metrics(labels, scores, patient_ids)
