@@ -10,7 +10,8 @@
 # Needs `prepared/` (python -m training.data prepare --data-dir PATH/C-NMC_Leukemia --output prepared) and,
 # on a machine without them, wheels in .whl/ (scripts/gpu/env.sh lists them).
 # IMG_SIZE overrides the backbone's input size (e.g. 128 for a CPU-sized run); TRAIN_ARGS adds training.train flags
-# to every run (e.g. "--color-jitter 0.4 --hue 0.05", or "--no-zero-head" to repeat the runs before session 6).
+# to every run (e.g. "--color-jitter 0.4 --hue 0.05", or "--no-zero-head" to repeat the runs before the zero head
+# became the default on 2026-11-26).
 # On a GPU each run decodes its training cells once into device memory (training.device_cache); TRAIN_ARGS=--device-cache
 # does so on a CPU too. BENCH_WORKERS lists the benchmark's loader worker counts (default 8).
 # EPOCHS, MAX_CELLS, WORKERS, BENCH_STEPS and BENCH_BACKBONES shrink it for a CPU smoke test; SKIP_BENCH=1 skips the
