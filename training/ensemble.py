@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from cnmc.export import CALIBRATION_NAME
+from cnmc.load import read_calibration
 from training.calibrate import calibrated
 from training.evaluate import report, write_report
 
@@ -36,9 +37,10 @@ def read_member(run_dir: Path, evaluation: str, *, uncalibrated: bool) -> tuple[
         rows = {row["path"]: row for row in csv.DictReader(handle)}
     if uncalibrated:
         return rows, 1.0
-    for place in (run_dir / CALIBRATION_NAME, run_dir / "model" / CALIBRATION_NAME):
-        if place.is_file():
-            return rows, json.loads(place.read_text())["temperature"]
+    for place in (run_dir, run_dir / "model"):
+        calibration = read_calibration(place)
+        if calibration:
+            return rows, calibration["temperature"]
     raise FileNotFoundError(
         f"No {CALIBRATION_NAME} in {run_dir} or {run_dir / 'model'} (training.calibrate writes it); "
         "pass --uncalibrated to average raw probabilities"
