@@ -434,7 +434,7 @@ def train(args: argparse.Namespace) -> Path:
             accelerator.print(f"Stopping after epoch {epoch + 1} (--stop-after); continue with --resume")
             break
     accelerator.wait_for_everyone()
-    if val_set is not None and args.shifts:
+    if val_set is not None and args.shifts and len(rows) == recipe.epochs:  # not after --stop-after
         score_under_shifts(out, val_set, accelerator, args, batch_size=recipe.batch_size * 2)
     if accelerator.is_main_process:
         plot_training_curves(rows, out / "training_curves.png")
