@@ -206,7 +206,8 @@ def _shifts(protocol: dict | None) -> str:
     if not protocol or not protocol.get("shifts"):
         return (
             "## Under a shift of size or stain\n\nNot measured: this model's evaluation predates the shift protocol "
-            "(`training.shifts`). Models of this project that were put to it followed the cell's size and stain."
+            "(`training.shifts`). This project's models trained without cell normalisation followed the cell's "
+            "size and stain when put to it."
         )
     rows = [
         (name, _number(s["f1_weighted"]), f"{-s['f1_drop']:+.4f}", _number(s["specificity"]), _number(s["roc_auc"]),
