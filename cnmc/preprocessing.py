@@ -28,7 +28,7 @@ class CellNormalization:
     the N:C ratio, the nuclear outline and the chromatin don't change with either. So:
 
     1. each RGB channel is scaled so that its mean inside the cell (pixels whose brightest channel is above the
-       black background, ``training.data.cell_mask``) is ``channel_means``; the background is left as it is;
+       black background, ``cnmc.cells.cell_mask``) is ``channel_means``; the background is left as it is;
     2. the image is resampled (bicubic) about the cell's centroid so that the cell covers ``area`` of the frame,
        centred, on black padding. The scale is kept within [1/``max_zoom``, ``max_zoom``], so a speck isn't blown up.
 

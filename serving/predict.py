@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from statistics import mean
 
 import torch
@@ -55,7 +55,7 @@ class ServedModel:
     def available(self) -> bool:
         return self.runner is not None
 
-    @property
+    @cached_property  # read once, not on every request that shows a verdict
     def holds_under_shift(self) -> bool:
         """Whether its cross-validation passed the shift protocol, as its folder's shift_protocol.json records."""
         protocol = read_shift_protocol(self.loaded.folder) if self.loaded else None

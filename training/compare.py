@@ -88,6 +88,7 @@ def read_baseline(path: Path) -> tuple[dict, tuple[list[int], list[float]]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: python -m training.size_baseline writes it")
     result = json.loads(path.read_text())
+    shifted = shift_scores(result)
     row = {
         "backbone": None,
         "display_name": result["model"],
@@ -101,8 +102,8 @@ def read_baseline(path: Path) -> tuple[dict, tuple[list[int], list[float]]]:
         "epochs": [],
         **result["fold_mean_sd"],
         # A baseline's shift figures are its pooled out-of-fold cells'.
-        **{k: mean_sd([v]) for k, v in shift_scores(result).items() if k in SHIFT_METRICS},
-        "shift_rule": _rule([shift_scores(result)["shift_passes"]]),
+        **{k: mean_sd([shifted[k]]) for k in SHIFT_METRICS},
+        "shift_rule": _rule([shifted["shift_passes"]]),
         "wall_seconds": mean_sd([]),
         "train_img_per_s": mean_sd([]),
         "thesis_accuracy": None,
@@ -144,6 +145,7 @@ def summarize(runs: list[dict]) -> list[dict]:
     rows = []
     for key, members in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
         backbone, recipe, pretrained, img_size, device = key
+        shifted = [shift_scores(m["eval"]) for m in members]
         rows.append(
             {
                 "backbone": backbone,
@@ -157,8 +159,8 @@ def summarize(runs: list[dict]) -> list[dict]:
                 "evaluated_on": sorted({m["eval"]["split"] for m in members}),
                 "epochs": [m["epochs"] for m in members],
                 **{k: mean_sd([m["eval"][k] for m in members]) for k in METRICS},
-                **{k: mean_sd([shift_scores(m["eval"])[k] for m in members]) for k in SHIFT_METRICS},
-                "shift_rule": _rule([shift_scores(m["eval"])["shift_passes"] for m in members]),
+                **{k: mean_sd([s[k] for s in shifted]) for k in SHIFT_METRICS},
+                "shift_rule": _rule([s["shift_passes"] for s in shifted]),
                 "wall_seconds": mean_sd([m["wall_seconds"] for m in members]),
                 "train_img_per_s": mean_sd([m["train_img_per_s"] for m in members]),
                 "thesis_accuracy": THESIS[backbone][0],

@@ -36,7 +36,7 @@ from training import atomic
 from training.data import CNMCDataError, add_data_arguments, load_from_args
 from training.metrics import cnmc_metric
 from training.plots import plot_confusion_matrix, plot_roc
-from training.shifts import SHIFTS, Shift, shift_report, summary_line
+from training.shifts import COLUMN_PREFIX, SHIFTS, Shift, shift_report, summary_line
 from training.splits import split_cv_fold
 from training.transforms import pixel_batch
 
@@ -184,7 +184,7 @@ def write_report(
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     shifted = shifted or {}
-    writer.writerow(["path", "patient_id", "label", "prob_all", *(f"prob_all@{name}" for name in shifted)])
+    writer.writerow(["path", "patient_id", "label", "prob_all", *(COLUMN_PREFIX + name for name in shifted)])
     for row in zip(paths, patient_ids, labels, scores, *shifted.values(), strict=True):
         writer.writerow([*row[:3], *(f"{p:.6f}" for p in row[3:])])
     atomic.write_text(f"{stem}_predictions.csv", buffer.getvalue())

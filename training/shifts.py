@@ -44,10 +44,6 @@ class Shift:
         image = image.convert("RGB")
         return _rescale(image, self.factor) if self.kind == "scale" else _gain(image, self.factor, self.channels)
 
-    @property
-    def column(self) -> str:
-        return COLUMN_PREFIX + self.name
-
 
 def _rescale(image: Image.Image, factor: float) -> Image.Image:
     """``image`` enlarged or shrunk by ``factor`` about its centre, on a black frame of the same size."""
