@@ -23,10 +23,11 @@ import torch
 
 from benchmarks.report import save
 from cnmc.backbones import BACKBONES, create_model
+from cnmc.calibration import calibrated
 from cnmc.preprocessing import eval_transform
 from serving import fast
 from serving.images import load_image
-from serving.predict import calibrated, load_models
+from serving.predict import load_models
 from serving.registry import MODELS
 
 CELLS = Path(__file__).resolve().parents[1] / "tests/fixtures/cnmc/C-NMC_Leukemia/training_data"
@@ -67,8 +68,8 @@ def shipped(warmup: int, repeats: int) -> dict:
         loaded = served.loaded
         x = torch.stack([loaded.transform(i) for i in images])
         reference = fast.fp32_runner(loaded.model)
-        expected = calibrated(reference(x), loaded)
-        check = fast.parity(expected, calibrated(served.runner(x), loaded))
+        expected = calibrated(reference(x), loaded.temperature)
+        check = fast.parity(expected, calibrated(served.runner(x), loaded.temperature))
         std = torch.tensor(loaded.model.pretrained_cfg["std"]).view(1, 3, 1, 1)
         noisy = reference(x + (torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) - 0.5) / 255 / std)
         report[entry.display_name] = {
@@ -83,11 +84,11 @@ def shipped(warmup: int, repeats: int) -> dict:
                 "max_probability_difference": round(check.max_difference, 4),
             },  # fmt: skip
             "bf16_difference_by_fp32_layers": {
-                k: _difference(expected, calibrated(fast.bf16_runner(loaded.model, k)(x), loaded))
+                k: _difference(expected, calibrated(fast.bf16_runner(loaded.model, k)(x), loaded.temperature))
                 for k in (0, 1, 2, 4, 8, 16, 32)
             },
             # For scale: how far the fp32 model itself moves under invisible noise of +-0.5 grey levels.
-            "fp32_difference_under_half_grey_level_noise": _difference(expected, calibrated(noisy, loaded)),
+            "fp32_difference_under_half_grey_level_noise": _difference(expected, calibrated(noisy, loaded.temperature)),
         }
     return report
 

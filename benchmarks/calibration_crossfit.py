@@ -23,7 +23,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
 from benchmarks.report import save
-from training.calibrate import calibrated, ece, fit_temperature, logits, nll
+from cnmc.calibration import calibrated_prob_all
+from training.calibrate import ece, fit_temperature, logits, nll
 from training.splits import load_assignment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +57,7 @@ def crossfit(predictions: pd.DataFrame, assignment: dict[str, int]) -> dict:
     for k in sorted(set(fold)):
         fit, held = fold != k, fold == k
         t = fit_temperature(labels[fit], raw[fit])
-        temperature[held] = calibrated(raw[held], t)
+        temperature[held] = calibrated_prob_all(raw[held], t)
         model = _platt(logits(raw[fit]), labels[fit])
         platt[held] = model.predict_proba(logits(raw[held])[:, None])[:, 1]
         fitted[f"fold {k}"] = {

@@ -24,10 +24,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from benchmarks.report import save
+from cnmc.calibration import calibrated
 from cnmc.load import LoadedModel, load_model
 from cnmc.preprocessing import flip_averaged
 from serving.images import load_image
-from serving.predict import ALL_INDEX, calibrated
+from serving.predict import ALL_INDEX
 from training.data import load_cnmc
 from training.evaluate import evaluation_split, training_overlap
 from training.splits import split_cv_fold
@@ -68,9 +69,9 @@ def probabilities(loaded: LoadedModel, images: list[Image.Image], change: str | 
         if change == NOISE:
             x = x + (torch.rand(x.shape, generator=generator) - 0.5) / 255 / std
         p = (
-            flip_averaged(lambda v: calibrated(loaded.model(v), loaded), x)
+            flip_averaged(lambda v: calibrated(loaded.model(v), loaded.temperature), x)
             if tta
-            else calibrated(loaded.model(x), loaded)
+            else calibrated(loaded.model(x), loaded.temperature)
         )
         out.append(p[:, ALL_INDEX])
     return torch.cat(out).numpy()

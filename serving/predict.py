@@ -17,6 +17,7 @@ from statistics import mean
 import torch
 from PIL import Image
 
+from cnmc.calibration import calibrated
 from cnmc.decision import calls_all
 from cnmc.load import LoadedModel, load_model, read_shift_protocol
 from cnmc.preprocessing import flip_averaged
@@ -121,16 +122,13 @@ def _choose_runner(
     if not images:
         return fast.fp32_runner(loaded.model), "no real cells to check bf16 against"
     x = _inputs(loaded, images)
-    return fast.choose_runner(loaded.model, x, partial(calibrated, loaded=loaded), require_speedup=precision == "auto")
+    scale = partial(calibrated, temperature=loaded.temperature)
+    return fast.choose_runner(loaded.model, x, scale, require_speedup=precision == "auto")
 
 
 def _inputs(loaded: LoadedModel, images: Sequence[Image.Image]) -> torch.Tensor:
     """The model's own eval transform, and nothing else."""
     return torch.stack([loaded.transform(image) for image in images])
-
-
-def calibrated(logits: torch.Tensor, loaded: LoadedModel) -> torch.Tensor:
-    return (logits / (loaded.temperature or 1.0)).softmax(-1)
 
 
 def probabilities(model: ServedModel, images: Sequence[Image.Image], *, flips: bool = False) -> torch.Tensor:
@@ -141,7 +139,7 @@ def probabilities(model: ServedModel, images: Sequence[Image.Image], *, flips: b
     """
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        return calibrated(model.runner(x), model.loaded)
+        return calibrated(model.runner(x), model.loaded.temperature)
 
     x = _inputs(model.loaded, images)
     return flip_averaged(run, x) if flips else run(x)

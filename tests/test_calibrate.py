@@ -5,8 +5,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
-from training.calibrate import calibrate, calibrated, ece, fit_temperature, main, nll
+from cnmc.calibration import calibrated, calibrated_prob_all
+from training.calibrate import calibrate, ece, fit_temperature, main, nll
 
 
 def overconfident(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -22,12 +24,21 @@ def test_fit_softens_overconfidence():
     labels, scores = overconfident()
     temperature = fit_temperature(labels, scores)
     assert temperature > 1
-    after = calibrated(scores, temperature)
+    after = calibrated_prob_all(scores, temperature)
     assert nll(labels, after) < nll(labels, scores)
     assert ece(labels, after) < ece(labels, scores)
     # The ideal confidence is the 80 % accuracy, and a temperature never flips a decision.
     assert np.maximum(after, 1 - after).mean() == pytest.approx(0.8, abs=0.03)
     assert ((after >= 0.5) == (scores >= 0.5)).all()
+
+
+def test_a_stored_p_all_is_calibrated_as_the_app_calibrates_logits():
+    """Training calibrates stored P(ALL), the app logits: the same temperature must give the same probability."""
+    logits = torch.tensor([[0.3, 2.1], [1.5, -0.7], [0.0, 0.0]], dtype=torch.float64)
+    raw = logits.softmax(-1)[:, 1].numpy()
+    for temperature in (None, 0.5, 2.5):
+        expected = calibrated(logits, temperature)[:, 1].numpy()
+        assert calibrated_prob_all(raw, temperature) == pytest.approx(expected, abs=1e-9)
 
 
 def test_ece_by_hand():

@@ -8,10 +8,11 @@ from conftest import CNMC_ROOT
 from PIL import Image
 
 import app
+from cnmc.calibration import calibrated
 from cnmc.load import load_model
 from serving import fast
 from serving.images import load_image
-from serving.predict import calibrated, load_models, probabilities
+from serving.predict import load_models, probabilities
 from serving.registry import registered_model
 
 SHIPPED = registered_model("MobileNetV2")
@@ -45,7 +46,7 @@ def test_shipped_model_serves_fp32s_answers_on_every_fixture_cell():
     images = [load_image(p).image for p in sorted(CNMC_ROOT.rglob("*")) if p.suffix in (".bmp", ".webp")]
     assert len(images) > len(app.PARITY_CELLS)
     x = torch.stack([served.loaded.transform(i) for i in images])
-    reference = calibrated(fast.fp32_runner(served.loaded.model)(x), served.loaded)
+    reference = calibrated(fast.fp32_runner(served.loaded.model)(x), served.loaded.temperature)
     assert fast.parity(reference, probabilities(served, images)).ok, served.runner.precision
 
 

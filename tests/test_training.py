@@ -14,10 +14,10 @@ import torch
 from conftest import FIXTURES
 from safetensors.torch import load_file
 
+from cnmc.calibration import calibrated_prob_all
 from cnmc.load import load_model
 from cnmc.preprocessing import flip_averaged
 from training import ensemble, evaluate, train
-from training.calibrate import calibrated
 from training.presets import PRESETS
 from training.splits import load_assignment
 from training.transforms import mix_batch
@@ -172,7 +172,7 @@ def test_ensemble_averages_calibrated_probabilities_of_the_same_cells(trained, t
     got = {r["path"]: float(r["prob_all"]) for r in csv.DictReader(output.with_name("eval_predictions.csv").open())}
     for r in rows:
         p = np.array([float(r["prob_all"])])
-        expected = (calibrated(p, temperature) + calibrated(1 - p, 2.0)) / 2
+        expected = (calibrated_prob_all(p, temperature) + calibrated_prob_all(1 - p, 2.0)) / 2
         assert got[r["path"]] == pytest.approx(expected[0], abs=1e-6)
     result = json.loads(output.read_text())
     assert METRIC_KEYS <= set(result) and result["num_cells"] == len(rows)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from cnmc.calibration import calibrated_prob_all
 from cnmc.export import CALIBRATION_NAME
 from training import atomic
 from training.evaluate import run_relative
@@ -39,10 +40,6 @@ def read_predictions(paths: list[str | Path]) -> tuple[np.ndarray, np.ndarray]:
 def logits(scores: np.ndarray) -> np.ndarray:
     p = np.clip(scores, 1e-7, 1 - 1e-7)
     return np.log(p) - np.log1p(-p)  # for two classes, the softmax is a sigmoid of the logit difference
-
-
-def calibrated(scores: np.ndarray, temperature: float) -> np.ndarray:
-    return 1 / (1 + np.exp(-logits(scores) / temperature))
 
 
 def nll(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -67,7 +64,7 @@ def ece(labels: np.ndarray, scores: np.ndarray, bins: int = 15) -> float:
 
 def fit_temperature(labels: np.ndarray, scores: np.ndarray) -> float:
     result = minimize_scalar(
-        lambda log_t: nll(labels, calibrated(scores, math.exp(log_t))), bounds=(-3, 3), method="bounded"
+        lambda log_t: nll(labels, calibrated_prob_all(scores, math.exp(log_t))), bounds=(-3, 3), method="bounded"
     )
     return math.exp(result.x)
 
@@ -75,7 +72,7 @@ def fit_temperature(labels: np.ndarray, scores: np.ndarray) -> float:
 def calibrate(predictions: list[str | Path], model_dir: str | Path) -> dict:
     labels, scores = read_predictions(predictions)
     temperature = fit_temperature(labels, scores)
-    after = calibrated(scores, temperature)
+    after = calibrated_prob_all(scores, temperature)
     record = {
         "temperature": temperature,
         "fitted_on": [run_relative(p) for p in predictions],

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnmc.calibration import calibrated_prob_all
 from cnmc.export import CALIBRATION_NAME
 from cnmc.load import read_calibration
-from training.calibrate import calibrated
 from training.evaluate import report, write_report
 
 
@@ -57,7 +57,7 @@ def combine(members: list[tuple[dict[str, dict], float]]) -> tuple[list[dict], n
         if any(by_path[r["path"]]["label"] != r["label"] for r in rows):
             raise ValueError(f"Member {number} labels some cells differently from member 1")
         raw = np.array([float(by_path[r["path"]]["prob_all"]) for r in rows])
-        scores.append(calibrated(raw, temperature))
+        scores.append(calibrated_prob_all(raw, temperature))
     return rows, np.mean(scores, axis=0)
 
 
