@@ -92,10 +92,9 @@ def upload(
             commit_message=commit_message,
             delete_patterns=delete_patterns,
         )
-    except Exception as error:  # translated below; anything unexpected is re-raised unchanged
-        message = _explain(error, repo_id)
-        if message is None:
-            raise
+    except Exception as error:  # every failure becomes one line, scrubbed of tokens, whatever its type
+        first_line = (str(error).splitlines() or [""])[0]
+        message = _explain(error, repo_id) or f"Upload to {repo_id} failed ({type(error).__name__}: {first_line})"
         # `from None`: the original exception (whose text may hold the token) must not be printed with it.
         raise HubError(scrub(message, token)) from None
     return commit.commit_url

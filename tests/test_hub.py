@@ -355,6 +355,17 @@ def test_network_failure_is_one_line(run, fake_hub, monkeypatch, capsys):
     assert "network" in err and err.count("\n") == 1
 
 
+def test_an_unexpected_failure_is_one_line_scrubbed_of_every_token(run, fake_hub, monkeypatch, capsys):
+    def broken(self, **kwargs):
+        raise RuntimeError(f"state {FAKE_TOKEN} and hf_OtherToken12345 in a repr\nsecond line")
+
+    monkeypatch.setattr(HfApi, "upload_folder", broken)
+    assert push.main(["--model-dir", str(run / "model"), "--repo-id", REPO_ID]) == 2
+    err = capsys.readouterr().err
+    assert "RuntimeError" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert FAKE_TOKEN not in err and "hf_OtherToken12345" not in err
+
+
 def test_push_without_a_token_says_how_to_log_in(run, fake_hub, monkeypatch, tmp_path, capsys):
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
