@@ -13,9 +13,14 @@ from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from fastapi import Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from gradio.route_utils import FnIndexInferError
+from gradio.utils import get_upload_folder
 
 from cnmc.cells import CLASS_NAMES, parse_cell_name
-from serving import batch, gradcam, results
+from serving import arguments, batch, cache, gradcam, results
+from serving.arguments import ArgumentError
 from serving.images import CheckedImage, ImageError, count_batch, load_batch, load_image
 from serving.lookalike import Lookalike, check_lookalike
 from serving.predict import (
@@ -32,20 +37,26 @@ from serving.predict import (
 )
 from serving.registry import ROOT
 
-CELLS = ROOT / "tests" / "fixtures" / "cnmc" / "C-NMC_Leukemia" / "training_data"
+CELLS = ROOT / "examples"  # real C-NMC cells that ship with the app (examples/README.md)
 EXAMPLES = [
-    CELLS / "fold_0" / "all" / "UID_11_10_1_all.bmp",
-    CELLS / "fold_0" / "all" / "UID_3_2_1_all.webp",
-    CELLS / "fold_1" / "all" / "UID_16_12_1_all.webp",
-    CELLS / "fold_0" / "hem" / "UID_H6_10_1_hem.webp",
-    CELLS / "fold_0" / "hem" / "UID_H11_10_1_hem.webp",
-    CELLS / "fold_1" / "hem" / "UID_H14_10_1_hem.webp",
+    CELLS / name
+    for name in (
+        "UID_11_10_1_all.bmp",
+        "UID_3_2_1_all.webp",
+        "UID_16_12_1_all.webp",
+        "UID_H6_10_1_hem.webp",
+        "UID_H11_10_1_hem.webp",
+        "UID_H14_10_1_hem.webp",
+    )
 ]
-PARITY_CELLS = sorted(CELLS.glob("*/*/*"))  # the bf16 path must match fp32 on every one of these real cells
-# One CPU: model events share one queue slot. Two served within 6 % as fast in the load benchmark
-# (benchmarks/app_load.py), and one keeps Grad-CAM's hooks from seeing another request's forward pass.
+PARITY_CELLS = sorted(CELLS.glob("UID_*"))  # the bf16 path must match fp32 on every one of these real cells
+# Single-cell events share one queue slot: two served within 6 % as fast in the load benchmark
+# (benchmarks/app_load.py). Batches queue in a group of their own, so one never holds up a single cell for longer
+# than one image (ServedModel.lock); the load benchmark measures /classify while a worst-case batch runs.
 CONCURRENCY_LIMIT = 1
+BATCH_CONCURRENCY_LIMIT = 1
 MAX_QUEUE = 64
+MAX_UPLOAD = "50mb"
 NO_MODEL = "No model is available: see the model status at the top of the page."
 GRADCAM_KEY = (
     "Grad-CAM for class ALL: red marks the regions that raised P(ALL) most, blue those that raised it least. The map "
@@ -63,6 +74,10 @@ FLIPS_INFO = (
 CACHE_SWEEP_S, CACHE_MAX_AGE_S = 600, 3600
 
 
+class _Refused(Exception):
+    """A request that can't be served; its text is the message shown to the user."""
+
+
 def _examples_label(examples: Sequence[str]) -> str:
     """The examples' true classes in order, from their C-NMC file names (the thumbnails stay images)."""
     classes = []
@@ -76,11 +91,13 @@ def _examples_label(examples: Sequence[str]) -> str:
 
 def _read(upload: dict | str | None) -> CheckedImage:
     """The upload, decoded by our own safe loader (gradio's preprocessing is off for image inputs)."""
-    path = upload.get("path") if isinstance(upload, dict) else upload
-    if not path:
-        raise ImageError("Upload or paste a cell image first.")
-    name = upload.get("orig_name") if isinstance(upload, dict) else None
-    return load_image(Path(path), name=name or Path(path).name)
+    try:
+        found = arguments.upload(upload)
+        if found is None:
+            raise ImageError("Upload or paste a cell image first.")
+        return load_image(found[0], name=found[1])
+    except (ArgumentError, ImageError) as error:
+        raise _Refused(f"❌ {error}") from None
 
 
 def _notes(checked: CheckedImage, lookalike: Lookalike) -> str:
@@ -94,12 +111,12 @@ def _notes(checked: CheckedImage, lookalike: Lookalike) -> str:
     return "\n\n".join(lines)
 
 
-class _Refused(Exception):
-    """A request that can't be served; its text is the message shown to the user."""
-
-
-def _pick(models: Sequence[ServedModel], name: str | None) -> ServedModel:
+def _pick(models: Sequence[ServedModel], name: object) -> ServedModel:
     """The named model, or with no name the first available; never another model than the one asked for."""
+    try:
+        name = arguments.model_name(name)
+    except ArgumentError as error:
+        raise _Refused(f"❌ {error}") from None
     ready = available(models)
     if not ready:
         raise _Refused(NO_MODEL)
@@ -109,12 +126,16 @@ def _pick(models: Sequence[ServedModel], name: str | None) -> ServedModel:
     if model is None:
         known = next((m for m in models if m.name == name), None)
         why = f"is {known.status}" if known else "is not one of this app's models"
-        raise _Refused(f"❌ Model {name!r} {why}; choose one of {', '.join(m.name for m in ready)}.")
+        raise _Refused(f"❌ Model {arguments.quote(name)} {why}; choose one of {', '.join(m.name for m in ready)}.")
     return model
 
 
-def _chosen(models: Sequence[ServedModel], members: Sequence[str] | None) -> list[ServedModel]:
+def _chosen(models: Sequence[ServedModel], members: object) -> list[ServedModel]:
     """The available models among ``members`` (every available one when None), in the registry's order."""
+    try:
+        members = arguments.model_names(members)
+    except ArgumentError as error:
+        raise _Refused(f"❌ {error}") from None
     ready = available(models)
     if not ready:
         raise _Refused(NO_MODEL)
@@ -126,62 +147,57 @@ def _chosen(models: Sequence[ServedModel], members: Sequence[str] | None) -> lis
     return [m for m in ready if m.name in names]
 
 
-def _model_and_image(
-    models: Sequence[ServedModel], upload: dict | str | None, model_name: str | None
-) -> tuple[ServedModel, CheckedImage]:
+def _flips(value: object) -> bool:
     try:
-        checked = _read(upload)
-    except ImageError as error:
+        return arguments.flag(value, "The flip-averaging switch")
+    except ArgumentError as error:
         raise _Refused(f"❌ {error}") from None
-    return _pick(models, model_name), checked
 
 
 def _averaged(flips: bool) -> str:
     return ", averaged over 4 flips" if flips else ""
 
 
-def classify(
-    models: Sequence[ServedModel], upload: dict | str | None, model_name: str | None, flips: bool = FLIPS_DEFAULT
-):
+def classify(models: Sequence[ServedModel], upload: object, model_name: object, flips: object = FLIPS_DEFAULT):
     """-> (gr.Label value, verdict markdown)."""
     try:
-        model, checked = _model_and_image(models, upload, model_name)
+        model, flips, checked = _pick(models, model_name), _flips(flips), _read(upload)
     except _Refused as refusal:
         return None, str(refusal)
     p = predict(model, checked.image, flips=flips)
     lookalike = check_lookalike(checked.image)
     calibration = "uncalibrated" if model.loaded.temperature is None else "calibrated"
-    text = (
-        f"## {verdict(p.prob_all, lookalike.looks_like_cell)}\n\n{model.name}: P(ALL) = {p.prob_all:.3f} "
-        f"({calibration}, uncertain band {UNCERTAIN_BAND[0]:.2f}-{UNCERTAIN_BAND[1]:.2f}) · {p.latency_ms:.0f} ms "
-        f"({model.runner.precision}{_averaged(flips)})"
+    figures = (
+        f"{model.name}: P(ALL) = {p.prob_all:.3f} ({calibration}, uncertain band {UNCERTAIN_BAND[0]:.2f}-"
+        f"{UNCERTAIN_BAND[1]:.2f}) · {p.latency_ms:.0f} ms ({model.runner.precision}{_averaged(flips)})"
     )
-    bars = {"ALL": p.prob_all, "HEM": 1 - p.prob_all} if lookalike.looks_like_cell else None
-    return bars, "\n\n".join(filter(None, [text, shift_caveat([model]), _notes(checked, lookalike)]))
+    head = f"## {verdict(p.prob_all, lookalike.looks_like_cell)}"
+    if not lookalike.looks_like_cell:  # no verdict: the probability only as a footnote, not as a reading
+        return None, "\n\n".join([head, _notes(checked, lookalike), _for_reference(figures)])
+    bars = {"ALL": p.prob_all, "HEM": 1 - p.prob_all}
+    return bars, "\n\n".join(filter(None, [f"{head}\n\n{figures}", shift_caveat([model]), _notes(checked, lookalike)]))
 
 
-def explain(models: Sequence[ServedModel], upload: dict | str | None, model_name: str | None):
+def _for_reference(figures: str) -> str:
+    return f"<small>Not a reading, since there is no verdict; for reference only: {figures}</small>"
+
+
+def explain(models: Sequence[ServedModel], upload: object, model_name: object):
     """-> (Grad-CAM overlay for ALL or None, message)."""
     try:
-        model, checked = _model_and_image(models, upload, model_name)
+        model, checked = _pick(models, model_name), _read(upload)
     except _Refused as refusal:
         return None, str(refusal)
-    return gradcam.overlay(model.loaded, checked.image, ALL_INDEX), f"Grad-CAM of {model.name}. {GRADCAM_KEY}"
+    with model.lock:  # Grad-CAM's hooks must see only this forward pass
+        heat = gradcam.overlay(model.loaded, checked.image, ALL_INDEX)
+    return heat, f"Grad-CAM of {model.name}. {GRADCAM_KEY}"
 
 
-def compare(
-    models: Sequence[ServedModel],
-    upload: dict | str | None,
-    flips: bool = FLIPS_DEFAULT,
-    members: Sequence[str] | None = None,
-):
+def compare(models: Sequence[ServedModel], upload: object, flips: object = FLIPS_DEFAULT, members: object = None):
     """-> (ensemble markdown, per-model table) for the chosen ``members`` (default: every available model)."""
     empty = pd.DataFrame(columns=["model", "P(ALL)", "verdict", "latency (ms)", "agrees with ensemble"])
     try:
-        checked = _read(upload)
-        ready = _chosen(models, members)
-    except ImageError as error:
-        return f"❌ {error}", empty
+        ready, flips, checked = _chosen(models, members), _flips(flips), _read(upload)
     except _Refused as refusal:
         return str(refusal), empty
     predictions = [predict(m, checked.image, flips=flips) for m in ready]
@@ -201,39 +217,51 @@ def compare(
     total = sum(p.latency_ms for p in predictions)
     if len(ready) == 1:
         why = "available" if len(available(models)) == 1 else "ticked"
-        text = f"## {consensus}\n\nOnly {ready[0].name} is {why}, so there is no ensemble: P(ALL) = {mean_all:.3f}"
+        head = f"## {consensus}"
+        figures = f"Only {ready[0].name} is {why}, so there is no ensemble: P(ALL) = {mean_all:.3f}"
     else:
-        text = f"## Ensemble: {consensus}\n\nMean P(ALL) of {len(ready)} models = {mean_all:.3f}"
-    text += f" · {total:.0f} ms in all{_averaged(flips)}"
+        head = f"## Ensemble: {consensus}"
+        figures = f"Mean P(ALL) of {len(ready)} models = {mean_all:.3f}"
+    figures += f" · {total:.0f} ms in all{_averaged(flips)}"
     table = pd.DataFrame(rows, columns=empty.columns)
-    return "\n\n".join(filter(None, [text, shift_caveat(ready), _notes(checked, lookalike)])), table
+    if not lookalike.looks_like_cell:
+        return "\n\n".join([head, _notes(checked, lookalike), _for_reference(figures)]), table
+    return "\n\n".join(filter(None, [f"{head}\n\n{figures}", shift_caveat(ready), _notes(checked, lookalike)])), table
 
 
-def explain_all(models: Sequence[ServedModel], upload: dict | str | None, members: Sequence[str] | None = None):
+def explain_all(models: Sequence[ServedModel], upload: object, members: object = None):
     """-> (gallery of (overlay, caption), message) for the chosen ``members`` (default: every available model)."""
     try:
-        checked = _read(upload)
-        ready = _chosen(models, members)
-    except ImageError as error:
-        return [], f"❌ {error}"
+        ready, checked = _chosen(models, members), _read(upload)
     except _Refused as refusal:
         return [], str(refusal)
-    return [(gradcam.overlay(m.loaded, checked.image, ALL_INDEX), m.name) for m in ready], GRADCAM_KEY
+    gallery = []
+    for model in ready:
+        with model.lock:  # Grad-CAM's hooks must see only this forward pass
+            gallery.append((gradcam.overlay(model.loaded, checked.image, ALL_INDEX), model.name))
+    return gallery, GRADCAM_KEY
 
 
 def run_batch(
     models: Sequence[ServedModel],
-    files: list[str] | None,
-    flips: bool = FLIPS_DEFAULT,
+    files: object,
+    flips: object = FLIPS_DEFAULT,
     progress=gr.Progress(),  # noqa: B008 (gradio finds its progress bar by this default)
 ):
-    """-> (table, per-patient summary, CSV path, message)."""
+    """-> (table, per-patient summary, CSV path, message). The CSV is written into gradio's cache, which prunes it."""
     ready = available(models)
-    if not files or not ready:
-        message = "Upload images or a .zip of them first." if ready else NO_MODEL
-        return None, None, None, message
+    if not ready:
+        return None, None, None, NO_MODEL
+    if not files:
+        return None, None, None, "Upload images or a .zip of them first."
+    try:
+        flips = _flips(flips)
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            raise _Refused("❌ The files must be a list of uploaded files.")
+    except _Refused as refusal:
+        return None, None, None, str(refusal)
     total = count_batch(files)
-    table = batch.predict_batch(
+    table, cut = batch.predict_batch(
         ready,
         load_batch(files),
         total,
@@ -242,13 +270,12 @@ def run_batch(
     )
     failed = int((table["error"] != "").sum())
     unlike = int((table["verdict"] == NOT_A_CELL).sum())
-    csv = batch.write_csv(table)
+    csv = batch.write_csv(table, Path(get_upload_folder()))
     done = len(table) - failed
     message = f"{done} file{'' if done == 1 else 's'} classified{_averaged(flips)}"
     message += f", {unlike} of them unlike a C-NMC cell (no verdict, see warning)" if unlike else ""
     message += f", {failed} could not be read" if failed else ""
-    if total > batch.MAX_FILES:
-        message += f" (only the first {batch.MAX_FILES} of {total} files are processed)"
+    message += f" ({cut})" if cut else ""
     return table, batch.patient_summary(table), str(csv), message
 
 
@@ -268,6 +295,7 @@ def build_demo(
     examples: Sequence[Path] = EXAMPLES,
     results_dir: Path = results.RESULTS_DIR,
     concurrency_limit: int = CONCURRENCY_LIMIT,
+    batch_concurrency_limit: int = BATCH_CONCURRENCY_LIMIT,
 ) -> gr.Blocks:
     """The app around ``models`` (default: the registry's, with bf16 checked against fp32 on real cells)."""
     examples = [str(p) for p in examples if p.is_file()]
@@ -371,7 +399,8 @@ def build_demo(
                 [files, flips],
                 [table, summary, csv, batch_message],
                 api_name="batch",
-                **concurrency,
+                concurrency_id="batch",
+                concurrency_limit=batch_concurrency_limit,
             )
         with gr.Tab("Models & results"):
             gr.Markdown(results.NEW_BATCH)
@@ -386,5 +415,26 @@ def build_demo(
     return demo.queue(max_size=MAX_QUEUE)
 
 
+def _unknown_endpoint(request: Request, error: Exception) -> JSONResponse | PlainTextResponse:
+    """A call to an api name or function index that this app doesn't have: 404 with one line, not an HTTP 500."""
+    name = request.path_params.get("api_name")
+    if isinstance(error, KeyError) and not request.url.path.endswith("/queue/join"):
+        return PlainTextResponse("Internal Server Error", status_code=500)  # starlette's answer to the rest
+    endpoints = ", ".join(
+        f"/{fn.api_name}" for fn in request.app.get_blocks().fns.values() if fn.api_visibility == "public"
+    )
+    what = f"endpoint {arguments.quote('/' + name)}" if name else "function index"
+    return JSONResponse({"error": f"This app has no such {what}; its endpoints are {endpoints}."}, status_code=404)
+
+
+def serve(demo: gr.Blocks, **launch_options):
+    """Launch ``demo`` as the public app runs: uploads capped, errors shown as text, unknown endpoints a 404."""
+    handlers = {FnIndexInferError: _unknown_endpoint, KeyError: _unknown_endpoint}
+    return demo.launch(
+        max_file_size=MAX_UPLOAD, show_error=True, app_kwargs={"exception_handlers": handlers}, **launch_options
+    )
+
+
 if __name__ == "__main__":
-    build_demo().launch(max_file_size="50mb", show_error=True)
+    cache.private_cache()  # before the app is built: gradio reads its cache folder then
+    serve(build_demo())

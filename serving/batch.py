@@ -7,8 +7,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
-from itertools import islice
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -19,9 +19,18 @@ from serving.lookalike import check_lookalike
 from serving.predict import UNCERTAIN, ServedModel, ensemble, predict, verdict
 
 ENSEMBLE = "ensemble"
+# One batch request's budget. A C-NMC patient has a few hundred 450 x 450 cells; the budget holds a thousand, and
+# the time limit keeps a batch of large or slow files from holding the server for minutes.
 MAX_FILES = 1000
+MAX_PIXELS = MAX_FILES * 450 * 450
+MAX_SECONDS = 120
 CSV_PREFIX = "cnmc-batch-"
 CSV_MAX_AGE_S = 3600
+
+
+class BatchResult(NamedTuple):
+    table: pd.DataFrame
+    cut: str | None  # why files were left out, for the user; None when every file was processed
 
 
 def predict_batch(
@@ -31,16 +40,22 @@ def predict_batch(
     progress: Callable[[int, int], None] = lambda done, total: None,
     *,
     flips: bool = False,
-) -> pd.DataFrame:
-    """One row per item, for the first ``min(total, MAX_FILES)``: file, each model's calibrated P(ALL), the
-    ensemble's mean, its verdict (none for an image unlike a C-NMC cell, the warning says why), and any error.
-    ``items`` is consumed lazily, one decoded image at a time.
+) -> BatchResult:
+    """One row per item, until the batch's budget (:data:`MAX_FILES`, :data:`MAX_PIXELS`, :data:`MAX_SECONDS`) is
+    spent: file, each model's calibrated P(ALL), the ensemble's mean, its verdict (none for an image unlike a C-NMC
+    cell, the warning says why), and any error. ``items`` is consumed lazily, one decoded image at a time, and the
+    budget is checked before each, so nothing past it is decoded.
 
     With ``flips``, each probability is averaged over the image's four flips (see ``serving.predict``).
     """
-    total = min(total, MAX_FILES)
-    rows = []
-    for done, item in enumerate(islice(items, total), 1):
+    shown = min(total, MAX_FILES)
+    rows, pixels, start, cut = [], 0, time.monotonic(), None
+    items = iter(items)
+    while len(rows) < total:
+        cut = _spent(len(rows), total, pixels, time.monotonic() - start)
+        item = None if cut else next(items, None)
+        if item is None:
+            break
         row = {"file": item.name}
         if item.image is None:
             row["error"] = item.error
@@ -55,9 +70,26 @@ def predict_batch(
                 "warning": "; ".join(lookalike.reasons),
                 "error": "",
             }
+            pixels += item.image.image.width * item.image.image.height
         rows.append(row)
-        progress(done, total)
-    return pd.DataFrame(rows, columns=table_columns(models))
+        progress(len(rows), shown)
+    return BatchResult(pd.DataFrame(rows, columns=table_columns(models)), cut)
+
+
+def _spent(done: int, total: int, pixels: int, seconds: float) -> str | None:
+    """Why the batch stops before its next file, or None while its budget lasts."""
+    if done >= MAX_FILES:
+        return f"only the first {MAX_FILES} of {total} files are processed"
+    if pixels >= MAX_PIXELS:
+        return (
+            f"stopped after {done} of {total} files: a batch may hold {MAX_PIXELS:,} pixels; "
+            "send the rest in another batch"
+        )
+    if seconds >= MAX_SECONDS:
+        return (
+            f"stopped after {done} of {total} files: a batch may take {MAX_SECONDS} s; send the rest in another batch"
+        )
+    return None
 
 
 def table_columns(models: Sequence[ServedModel]) -> list[str]:

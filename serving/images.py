@@ -17,7 +17,9 @@ from PIL import Image, UnidentifiedImageError
 
 FORMATS = {"BMP", "PNG", "JPEG", "TIFF", "WEBP"}
 MAX_FILE_BYTES = 50 * 2**20
-MAX_PIXELS = 6000 * 6000  # far above a 450 x 450 C-NMC cell; decoding more would only tie up the server
+# C-NMC cells are 450 x 450. 2048 x 2048 leaves room for a larger scan and costs at most ~0.1 s to decode; the
+# header is checked first, so a tiny 1-bit PNG claiming 6000 x 6000 is refused before any pixel is read.
+MAX_PIXELS = 2048 * 2048
 MIN_SIDE = 16  # the models resize to 224-299 px: below this there is no cell to see
 MAX_ZIP_FILES = 1000
 MAX_ZIP_BYTES = 1 * 2**30  # uncompressed, against zip bombs

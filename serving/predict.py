@@ -8,9 +8,10 @@ the set with the reason, so the app can say so and still start.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, partial
 from statistics import mean
 
@@ -51,6 +52,9 @@ class ServedModel:
     loaded: LoadedModel | None = None
     runner: fast.Runner | None = None
     reason: str | None = None  # why it is unavailable, or why it runs in fp32
+    # One forward pass at a time: a batch runs beside single-cell requests, and Grad-CAM's hooks on the fp32 weights
+    # must see only their own pass. Held per image, so a batch delays a single cell by one image at most.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def available(self) -> bool:
@@ -147,7 +151,8 @@ def probabilities(model: ServedModel, images: Sequence[Image.Image], *, flips: b
 
 def predict(model: ServedModel, image: Image.Image, *, flips: bool = False) -> Prediction:
     start = time.perf_counter()
-    prob_all = float(probabilities(model, [image], flips=flips)[0, ALL_INDEX])
+    with model.lock:
+        prob_all = float(probabilities(model, [image], flips=flips)[0, ALL_INDEX])
     return Prediction(model.name, prob_all, (time.perf_counter() - start) * 1000)
 
 

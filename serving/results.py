@@ -47,6 +47,15 @@ def result_plots(results_dir: Path = RESULTS_DIR) -> list[str]:
     return [str(p) for p in sorted(results_dir.glob("*.png"))]
 
 
+def shown_source(source: str) -> str:
+    """Where a model comes from, without this server's folders: a shipped folder relative to the app, any other
+    folder by its name, a Hub repo id as it is."""
+    path = Path(source)
+    if not path.is_absolute():
+        return source
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+
+
 def _card(readme: Path) -> str:
     """A model card without its YAML header."""
     text = readme.read_text()
@@ -65,7 +74,7 @@ def model_card_markdown(model: ServedModel, cards_dir: Path = CARDS_DIR) -> str:
         return "\n\n".join(parts)
     folder = model.loaded.folder
     readme = folder / "README.md"
-    parts = [f"**{model.name}**: {model.status}, from `{model.source}`"]
+    parts = [f"**{model.name}**: {model.status}, from `{shown_source(model.source)}`"]
     if readme.is_file():
         parts.append(_card(readme))
     config = folder / CONFIG_NAME

@@ -253,12 +253,16 @@ def test_a_named_model_that_cannot_serve_is_refused_not_replaced(models):
 
 
 @pytest.mark.parametrize("cell", [ALL_CELL, HEM_CELL])
-def test_classify_and_explain(models, cell):
+def test_classify_and_explain(models, cell, tmp_path, monkeypatch):
     label, message = app.classify(models, str(cell), "Tiny B")
     assert label["ALL"] + label["HEM"] == pytest.approx(1) and "Tiny B: P(ALL) = " in message and " ms (" in message
     assert "doesn't look like" not in message
-    overlay, caption = app.explain(models, {"path": str(cell), "orig_name": cell.name}, "Tiny B")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # gradio hands an upload over as a dict in its cache
+    (tmp_path / "upload.webp").write_bytes(cell.read_bytes())
+    overlay, caption = app.explain(models, {"path": str(tmp_path / "upload.webp"), "orig_name": cell.name}, "Tiny B")
     assert overlay.shape == (64, 64, 3) and overlay.dtype == np.uint8 and "Tiny B" in caption
+    overlay, message = app.explain(models, {"path": str(cell), "orig_name": cell.name}, "Tiny B")  # not uploaded
+    assert overlay is None and message == "❌ The image must be a file uploaded to this app"
 
 
 def test_verdict_defers_to_an_expert_in_the_uncertain_band():
@@ -433,10 +437,12 @@ def test_lookalike_warns_on_photos(models, tmp_path, name):
     assert not result.looks_like_cell and result.reasons
     image.save(tmp_path / "photo.png")
     bars, message = app.classify(models, str(tmp_path / "photo.png"), "Tiny A")
-    assert bars is None and message.startswith(f"## {NOT_A_CELL}\n\nTiny A: P(ALL) = ")  # a probability, no verdict
-    assert "doesn't look like a C-NMC cell" in message
+    # No verdict, and its probability only as a footnote after the warning, not where a reading would be
+    assert bars is None and message.startswith(f"## {NOT_A_CELL}\n\n⚠️ **This doesn't look like a C-NMC cell**")
+    assert message.endswith("</small>") and "for reference only: Tiny A: P(ALL) = " in message
     message, table = app.compare(models, str(tmp_path / "photo.png"))
-    assert message.startswith(f"## Ensemble: {NOT_A_CELL}") and set(table["verdict"]) == {NOT_A_CELL}
+    assert message.startswith(f"## Ensemble: {NOT_A_CELL}\n\n⚠️") and set(table["verdict"]) == {NOT_A_CELL}
+    assert "for reference only: Mean P(ALL) of 2 models = " in message
     files = [str(tmp_path / "photo.png"), str(ALL_CELL)]
     table, _, _, message = app.run_batch(models, files, False, progress=lambda *a, **k: None)
     assert list(table["verdict"] == NOT_A_CELL) == [True, False]
