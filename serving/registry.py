@@ -10,32 +10,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnmc.backbones import BACKBONES
-from cnmc.export import CONFIG_NAME
+from cnmc.export import CONFIG_NAME, WEIGHTS_NAME
 
 DEFAULT_ORG = "cnmc-all-detector"
 HUB_ORG = os.environ.get("CNMC_HUB_ORG", DEFAULT_ORG)
 ROOT = Path(__file__).resolve().parents[1]
-# Shipped with the app (small enough for the Space repo); the others come from the Hub.
-LOCAL_DIRS = {"MobileNetV2": ROOT / "models" / "mobilenetv2"}
+MODELS_DIR = ROOT / "models"  # models/NAME: each model's folder, with its card; with its weights when shipped
 
 
 @dataclass(frozen=True)
 class RegisteredModel:
     display_name: str
     timm_name: str
-    local_dir: Path | None
+    local_dir: Path
     repo_id: str
 
     @property
     def source(self) -> str:
         """What to give ``cnmc.load.load_model``: the shipped folder when it is there, else the Hub repo."""
-        if self.local_dir is not None and (self.local_dir / CONFIG_NAME).is_file():
+        if (self.local_dir / CONFIG_NAME).is_file() and (self.local_dir / WEIGHTS_NAME).is_file():
             return str(self.local_dir)
         return self.repo_id
 
 
 MODELS = [
-    RegisteredModel(b.display_name, b.timm_name, LOCAL_DIRS.get(b.display_name), f"{HUB_ORG}/cnmc-{b.thesis_name}")
+    RegisteredModel(b.display_name, b.timm_name, MODELS_DIR / b.thesis_name, f"{HUB_ORG}/cnmc-{b.thesis_name}")
     for b in BACKBONES
 ]
 

@@ -414,7 +414,7 @@ def test_space_push_creates_a_gradio_space(fake_hub):
 def test_registry_has_the_four_backbones():
     assert [m.display_name for m in registry.MODELS] == ["MobileNetV2", "VGG19", "InceptionV3", "ResNet101V2"]
     assert [m.timm_name for m in registry.MODELS] == [b.timm_name for b in BACKBONES]
-    assert [m.local_dir is not None for m in registry.MODELS] == [True, False, False, False]
+    assert [m.local_dir for m in registry.MODELS] == [registry.MODELS_DIR / b.thesis_name for b in BACKBONES]
     assert len({m.repo_id for m in registry.MODELS}) == 4
     assert all(m.repo_id.startswith(f"{registry.HUB_ORG}/") for m in registry.MODELS)
     assert registry.registered_model("vgg19").source == registry.registered_model("VGG19").repo_id

@@ -11,6 +11,8 @@ from conftest import CNMC_ROOT
 from PIL import Image
 
 from cnmc.preprocessing import eval_transform
+from hub.card import model_card, shipped_run
+from serving.registry import MODELS
 
 MODEL_DIRS = sorted(p.parent for p in (Path(__file__).parents[1] / "models").glob("*/config.json"))
 
@@ -40,3 +42,10 @@ def test_card_states_the_calibration_it_ships_with(folder):
     assert f"T = {temperature:.2f}" in card
     size = preprocessing["input_size"][-1]
     assert f"resized ({preprocessing['interpolation']}) to {size} x {size} px" in card
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.local_dir.name)
+def test_card_is_what_hub_card_writes_from_the_committed_run(model):
+    """A card edited by hand, or left behind by a change to the template, fails here: `python -m hub.card` fixes it."""
+    card = model_card(model.local_dir, repo_id=model.repo_id, run_dir=shipped_run(model.local_dir))
+    assert (model.local_dir / "README.md").read_text() == str(card)
