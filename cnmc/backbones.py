@@ -8,6 +8,7 @@ import timm
 import torch
 
 from cnmc.cells import CLASS_NAMES
+from cnmc.export import weights_tag
 
 # The cells are centred on black; a fixed centre crop of 320 of the 450 px keeps the cell whole and its
 # size, a real cue (blasts are larger), and drops empty background before resizing to the input size.
@@ -76,4 +77,6 @@ def create_model(
             "--no-pretrained."
         ) from error
     model.pretrained_cfg["label_names"] = list(CLASS_NAMES)
+    # Not the ImageNet weights that the default tag names, even when training starts from them.
+    model.pretrained_cfg["tag"] = weights_tag(model.pretrained_cfg.get("tag"), pretrained=pretrained)
     return model

@@ -28,6 +28,31 @@ SHIFT_PROTOCOL_NAME = "shift_protocol.json"
 TRAIN_PATIENTS_KEY = "train_patients"
 # config.json's cell normalisation (cnmc.preprocessing.CellNormalization), applied before timm's eval transform.
 CELL_NORMALIZATION_KEY = "cell_normalization"
+# config.json's range of cell size and stain among the training cells (cnmc.training_range), for the app's warning.
+TRAINING_RANGE_KEY = "training_range"
+# pretrained_cfg's tag names the weights (timm's ARCHITECTURE.TAG): those trained here, not the ImageNet weights
+# that the architecture's default tag names. From scratch: "cnmc"; fine-tuned from ImageNet weights TAG:
+# "TAG_ft_cnmc", as timm names its fine-tunes (augreg_in21k_ft_in1k).
+TRAINED_TAG = "cnmc"
+_FINE_TUNED = f"_ft_{TRAINED_TAG}"
+# What label_names, and so transformers' id2label and the Hub's widget, call each class of cnmc.cells.CLASS_NAMES:
+# the dataset's folder names alone, `hem` and `all`, read as plain words.
+LABEL_NAMES = {"hem": "HEM (healthy)", "all": "ALL (leukaemia)"}
+
+
+def weights_tag(imagenet_tag: str | None, *, pretrained: bool) -> str:
+    """The tag of weights trained here, from the tag of the ImageNet weights that training started from."""
+    return f"{imagenet_tag}{_FINE_TUNED}" if pretrained and imagenet_tag else TRAINED_TAG
+
+
+def imagenet_tag(tag: str | None) -> str | None:
+    """The tag of the ImageNet weights that weights tagged ``tag`` started from; None if trained from scratch.
+
+    Folders exported before :func:`weights_tag` carry the ImageNet tag itself, which is returned as it is.
+    """
+    if tag == TRAINED_TAG:
+        return None
+    return tag.removesuffix(_FINE_TUNED) if tag else None
 
 
 def transformers_compatible(config: dict) -> dict:
@@ -58,17 +83,20 @@ def export_model(
     label_names: list[str] | None = None,
     train_patients: Iterable[str] | None = None,
     cell_normalization: CellNormalization | None = None,
+    training_range: dict | None = None,
     extra_files: Iterable[str | Path] = (),
 ) -> Path:
     """Save ``model`` to ``folder`` as ``config.json`` + ``model.safetensors``; copy ``extra_files`` beside them.
 
-    ``label_names`` defaults to the model's own (``cnmc.backbones.create_model`` sets them), else C-NMC's.
+    ``label_names`` defaults to :data:`LABEL_NAMES` of the model's own classes (``cnmc.backbones.create_model`` sets
+    them), else of C-NMC's.
     ``train_patients`` go into config.json (:data:`TRAIN_PATIENTS_KEY`), and so does ``cell_normalization``
-    (:data:`CELL_NORMALIZATION_KEY`), the preprocessing that runs before timm's own. ``extra_files`` is for files
+    (:data:`CELL_NORMALIZATION_KEY`), the preprocessing that runs before timm's own, and ``training_range``
+    (:data:`TRAINING_RANGE_KEY`, from :func:`cnmc.training_range.measure_folder`). ``extra_files`` is for files
     that travel with the weights, such as ``calibration.json``.
     """
     folder = Path(folder)
-    names = list(label_names or model.pretrained_cfg.get("label_names") or CLASS_NAMES)
+    names = list(label_names or (LABEL_NAMES.get(n, n) for n in model.pretrained_cfg.get("label_names") or CLASS_NAMES))
     if any(not t.is_contiguous() for t in model.state_dict().values()):
         # GPU training runs channels_last; safetensors stores only contiguous tensors, in the standard layout.
         model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
@@ -79,6 +107,8 @@ def export_model(
         config[TRAIN_PATIENTS_KEY] = sorted(train_patients)
     if cell_normalization is not None:
         config[CELL_NORMALIZATION_KEY] = cell_normalization.to_config()
+    if training_range is not None:
+        config[TRAINING_RANGE_KEY] = training_range
     config_path.write_text(json.dumps(transformers_compatible(config), indent=2) + "\n")
     for file in map(Path, extra_files):
         shutil.copy2(file, folder / file.name)

@@ -47,7 +47,7 @@ class ModelLoadError(OSError):
 class LoadedModel(NamedTuple):
     model: torch.nn.Module  # in eval mode, on the requested device
     transform: Callable  # PIL image -> input tensor: config.json's cell normalisation, then its pretrained_cfg
-    label_names: list[str]  # by class index: ["hem", "all"]
+    label_names: list[str]  # config.json's, by class index: ["HEM (healthy)", "ALL (leukaemia)"]
     folder: Path  # the local folder the model was read from (a cache snapshot for Hub models)
     temperature: float | None  # from calibration.json: divide the logits by it before softmax
     # config.json's record of the patients it trained on; None where the folder predates that record

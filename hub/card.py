@@ -19,7 +19,8 @@ import timm
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from cnmc.backbones import resolve_backbone
-from cnmc.export import CELL_NORMALIZATION_KEY, CONFIG_NAME
+from cnmc.cells import CLASS_NAMES
+from cnmc.export import CELL_NORMALIZATION_KEY, CONFIG_NAME, LABEL_NAMES, imagenet_tag
 from cnmc.load import read_calibration
 from serving.registry import MODELS, ROOT
 from training.crossval import OTHER_SEED_METRICS
@@ -39,7 +40,8 @@ PLOTS = {
 }
 # Below this ROC-AUC among cells of about the same size, a model has learned little beyond the cell's size.
 SIZE_ONLY_AUC = 0.6
-# The TCIA collection's name; C-NMC is not a Hub dataset, so the Hub shows it unlinked.
+# The TCIA collection's name. C-NMC is not a Hub dataset, so the front matter has no `datasets:` (the card links
+# it instead); model-index requires a dataset type, which the Hub shows unlinked.
 DATASET_ID = "C-NMC_2019"
 DATASET_NAME = "C-NMC 2019 (ALL Challenge of ISBI 2019)"
 DATASET_URL = "https://doi.org/10.7937/tcia.2019.dc64i46r"
@@ -120,7 +122,7 @@ def present_plots(run_dir: Path) -> list[Path]:
 def base_model(config: dict) -> str:
     """The Hub id of the ImageNet weights training started from, e.g. ``timm/mobilenetv2_100.ra_in1k``."""
     name = config["architecture"]
-    tag = config.get("pretrained_cfg", {}).get("tag")
+    tag = imagenet_tag(config.get("pretrained_cfg", {}).get("tag"))
     full = f"{name}.{tag}" if tag else name
     registered = timm.models.get_pretrained_cfg(full)
     return (registered.hf_hub_id if registered and registered.hf_hub_id else None) or f"timm/{full}"
@@ -139,7 +141,6 @@ def model_card(model_dir: str | Path, *, repo_id: str, run_dir: str | Path | Non
         library_name="timm",
         license="apache-2.0",
         tags=TAGS,
-        datasets=[DATASET_ID],
         metrics=["accuracy", "f1"],
         pipeline_tag="image-classification",
         base_model=base_model(config) if run.get("pretrained") else None,
@@ -193,6 +194,7 @@ def _model_facts(config: dict, run: dict) -> dict:
         "height": height,
         "width": width,
         "norm": config.get(CELL_NORMALIZATION_KEY),
+        "labels": config.get("label_names") or [LABEL_NAMES[name] for name in CLASS_NAMES],
     }
 
 

@@ -20,7 +20,7 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from PIL import Image
 
 from cnmc.backbones import BACKBONES, create_model
-from cnmc.export import export_model, transformers_compatible
+from cnmc.export import LABEL_NAMES, export_model, imagenet_tag, transformers_compatible, weights_tag
 from cnmc.load import ModelLoadError, load_model
 from cnmc.preprocessing import eval_transform
 from hub import push, push_space
@@ -126,7 +126,8 @@ def logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def test_export_config_suits_timm_and_transformers(run):
     config = json.loads((run / "model" / "config.json").read_text())
-    assert config["num_classes"] == 2 and config["label_names"] == ["hem", "all"]
+    assert config["num_classes"] == 2 and config["label_names"] == ["HEM (healthy)", "ALL (leukaemia)"]
+    assert config["pretrained_cfg"]["tag"] == "cnmc"  # trained from scratch: not timm's ImageNet tag ra_in1k
     assert "num_classes" not in config.get("model_args", {})  # transformers passes it itself
     assert config["pretrained_cfg"]["input_size"] == [3, 64, 64]
     assert sorted(p.name for p in (run / "model").iterdir()) == ["calibration.json", "config.json", "model.safetensors"]
@@ -149,9 +150,9 @@ def test_transformers_pipeline_agrees_with_timm(run, original):
     image = Image.open(CELL).convert("RGB")
     expected = logits(original, eval_transform(original)(image)).softmax(-1)
     predictions = classifier(image)
-    assert predictions[0]["label"] == ["hem", "all"][int(expected.argmax())]
+    assert predictions[0]["label"] == [LABEL_NAMES["hem"], LABEL_NAMES["all"]][int(expected.argmax())]
     scores = {p["label"]: p["score"] for p in predictions}
-    assert scores["all"] == pytest.approx(expected[1].item(), abs=1e-4)
+    assert scores["ALL (leukaemia)"] == pytest.approx(expected[1].item(), abs=1e-4)
 
 
 # --- Loading --------------------------------------------------------------------------------------------
@@ -160,7 +161,7 @@ def test_transformers_pipeline_agrees_with_timm(run, original):
 def test_round_trip_gives_the_same_logits(run, original):
     folder = run / "model"
     loaded = load_model(str(folder))
-    assert loaded.label_names == ["hem", "all"]
+    assert loaded.label_names == ["HEM (healthy)", "ALL (leukaemia)"]
     assert loaded.temperature == 1.5
     assert loaded.folder == folder
     assert not loaded.model.training
@@ -196,7 +197,7 @@ def test_offline_load_by_repo_id_from_the_cache(run, original, tmp_path, monkeyp
         loaded = load_model(source)
         assert loaded.folder.is_relative_to(tmp_path) and loaded.temperature == 1.5
         assert torch.allclose(logits(loaded.model, loaded.transform(image)), expected, atol=1e-5)
-    assert load_model(REPO_ID, cache_dir=tmp_path).label_names == ["hem", "all"]
+    assert load_model(REPO_ID, cache_dir=tmp_path).label_names == ["HEM (healthy)", "ALL (leukaemia)"]
 
 
 def test_offline_without_a_cached_copy_says_so(tmp_path, monkeypatch):
@@ -261,7 +262,7 @@ def test_card_metadata_and_numbers_come_from_the_run(run):
     assert meta["library_name"] == "timm" and meta["pipeline_tag"] == "image-classification"
     assert meta["license"] == "apache-2.0"
     assert set(meta["tags"]) >= {"image-classification", "timm", "medical", "leukemia"}
-    assert meta["datasets"] and set(meta["metrics"]) == {"accuracy", "f1"}
+    assert "datasets" not in meta and set(meta["metrics"]) == {"accuracy", "f1"}  # C-NMC 2019 is not on the Hub
     assert "base_model" not in meta  # trained from scratch
     (result,) = meta["model-index"][0]["results"]
     assert result["dataset"]["split"] == EVAL["split"] and "C-NMC 2019" in result["dataset"]["name"]
@@ -280,6 +281,12 @@ def test_card_metadata_and_numbers_come_from_the_run(run):
     assert "| HEM | 3 | 2 |" in body and "| ALL | 1 | 10 |" in body
     assert "| a_new_knob | rendered too |" in body and "| augmentation.hflip | 0.5 |" in body
     assert "calibration.json" in body
+
+
+def test_the_tag_names_weights_trained_here_and_what_they_started_from():
+    assert weights_tag("ra_in1k", pretrained=False) == "cnmc" and imagenet_tag("cnmc") is None
+    assert weights_tag("ra_in1k", pretrained=True) == "ra_in1k_ft_cnmc" and imagenet_tag("ra_in1k_ft_cnmc") == "ra_in1k"
+    assert imagenet_tag("ra_in1k") == "ra_in1k"  # a folder exported before the tag said so
 
 
 def test_card_names_the_base_model_only_when_pretrained(run, tmp_path):

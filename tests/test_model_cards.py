@@ -2,6 +2,7 @@
 architecture from config.json alone, with the preprocessing and labels the card describes."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import torch
 from conftest import CNMC_ROOT
 from PIL import Image
 
+from cnmc.cells import CLASS_NAMES
+from cnmc.export import LABEL_NAMES, TRAINED_TAG
 from cnmc.preprocessing import eval_transform
 from hub.card import model_card, shipped_run
 from serving.registry import MODELS
@@ -24,7 +27,8 @@ def test_the_four_trained_backbones_have_folders():
 @pytest.mark.parametrize("folder", MODEL_DIRS, ids=lambda p: p.name)
 def test_config_builds_the_model_that_classifies_a_real_cell(folder):
     config = json.loads((folder / "config.json").read_text())
-    assert config["label_names"] == ["hem", "all"]
+    assert config["label_names"] == [LABEL_NAMES[name] for name in CLASS_NAMES] == ["HEM (healthy)", "ALL (leukaemia)"]
+    assert config["pretrained_cfg"]["tag"] == TRAINED_TAG  # all four trained from scratch: no ImageNet tag
     model = timm.create_model(f"local-dir:{folder}", pretrained=False).eval()  # the architecture, random weights
     assert model.num_classes == 2
     cell = Image.open(sorted((CNMC_ROOT / "training_data" / "fold_0" / "all").glob("*"))[0]).convert("RGB")
@@ -49,3 +53,45 @@ def test_card_is_what_hub_card_writes_from_the_committed_run(model):
     """A card edited by hand, or left behind by a change to the template, fails here: `python -m hub.card` fixes it."""
     card = model_card(model.local_dir, repo_id=model.repo_id, run_dir=shipped_run(model.local_dir))
     assert (model.local_dir / "README.md").read_text() == str(card)
+
+
+def test_card_snippets_give_the_apps_numbers():
+    """The card's cnmc.load and plain-timm snippets, run on the shipped folder, give the app's calibrated,
+    flip-averaged probabilities; the transformers one gives a single view without the temperature."""
+    from serving.predict import load_models, probabilities
+
+    shipped = next(m for m in MODELS if m.display_name == "MobileNetV2")
+    cell = sorted((CNMC_ROOT / "training_data" / "fold_0" / "all").glob("*"))[0]
+    card = (shipped.local_dir / "README.md").read_text()
+    snippets = re.findall(r"```python\n(.*?)```", card, re.DOTALL)
+    assert len(snippets) == 3
+    local = {
+        f'"hf-hub:{shipped.repo_id}"': f'"local-dir:{shipped.local_dir}"',
+        f'hf_hub_download("{shipped.repo_id}", "calibration.json")': f'"{shipped.local_dir / "calibration.json"}"',
+        f'"{shipped.repo_id}"': f'"{shipped.local_dir}"',
+        '"cell.bmp"': f'"{cell}"',
+    }
+    (served,) = load_models([shipped], precision="fp32")
+    expected = probabilities(served, [Image.open(cell).convert("RGB")], flips=True)[0]
+    for snippet in snippets[:2]:
+        for hub, here in local.items():
+            snippet = snippet.replace(hub, here)
+        namespace = {}
+        exec(snippet, namespace)  # noqa: S102 - the card's own code, on this repository's files
+        assert torch.allclose(namespace["probabilities"], expected, atol=1e-5)
+    for hub, here in local.items():
+        snippets[2] = snippets[2].replace(hub, here)
+    namespace = {}
+    exec(snippets[2].replace('classifier("', 'scores = classifier("'), namespace)  # noqa: S102
+    single = {p["label"]: p["score"] for p in namespace["scores"]}
+    assert set(single) == set(LABEL_NAMES.values())
+    assert abs(single[LABEL_NAMES["all"]] - expected[1].item()) < 0.2  # close to the app's, not equal
+
+
+@pytest.mark.parametrize("folder", MODEL_DIRS, ids=lambda p: p.name)
+def test_card_front_matter_names_no_dataset_that_is_not_on_the_hub(folder):
+    card = (folder / "README.md").read_text()
+    front_matter = card.split("---\n")[1]
+    assert "datasets:" not in front_matter  # C-NMC 2019 has no Hub id; the body links it
+    assert "https://doi.org/10.7937/tcia.2019.dc64i46r" in card and "@article{gupta2022cnmc" in card
+    assert "@software{cnmc_all_detector" in card

@@ -24,7 +24,7 @@ def test_registry_points_the_app_at_the_shipped_folder():
 
 def test_shipped_model_loads_offline_with_its_preprocessing_and_calibration():
     loaded = load_model(SHIPPED.source)
-    assert loaded.label_names == ["hem", "all"]
+    assert loaded.label_names == ["HEM (healthy)", "ALL (leukaemia)"]
     assert loaded.temperature is not None and loaded.temperature > 0
     cells = sorted((CNMC_ROOT / "training_data" / "fold_0").glob("*/*"))
     x = torch.stack([loaded.transform(Image.open(p).convert("RGB")) for p in cells])

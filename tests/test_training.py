@@ -63,7 +63,7 @@ def test_training_writes_a_complete_run(trained):
     assert config["val_patients"] == ["16", "2", "H10", "H14"]  # fold_1 only
     assert not set(config["train_patients"]) & set(config["val_patients"])
     model_config = json.loads((trained / "model" / "config.json").read_text())
-    assert model_config["label_names"] == ["hem", "all"]
+    assert model_config["label_names"] == ["HEM (healthy)", "ALL (leukaemia)"]
     assert model_config["pretrained_cfg"]["input_size"] == [3, 64, 64]
     assert model_config["pretrained_cfg"]["crop_pct"] == pytest.approx(320 / 450)
     assert (trained / "model" / "model.safetensors").is_file()
