@@ -33,6 +33,7 @@ from serving.predict import (
     load_models,
     predict,
     shift_caveat,
+    unlike_training,
     verdict,
 )
 from serving.registry import ROOT
@@ -46,7 +47,7 @@ EXAMPLES = [
         "UID_16_12_1_all.webp",
         "UID_H6_10_1_hem.webp",
         "UID_H11_10_1_hem.webp",
-        "UID_H14_10_1_hem.webp",
+        "UID_H7_10_1_hem.webp",
     )
 ]
 PARITY_CELLS = sorted(CELLS.glob("UID_*"))  # the bf16 path must match fp32 on every one of these real cells
@@ -100,13 +101,21 @@ def _read(upload: dict | str | None) -> CheckedImage:
         raise _Refused(f"❌ {error}") from None
 
 
-def _notes(checked: CheckedImage, lookalike: Lookalike) -> str:
+def _notes(checked: CheckedImage, lookalike: Lookalike, unlike: str = "") -> str:
+    """Warnings first (no verdict, or a verdict on a cell unlike the training cells), then input conversions."""
     lines = [f"_Input: {note}._" for note in checked.notes]
     if not lookalike.looks_like_cell:
         lines.insert(
             0,
             "⚠️ **This doesn't look like a C-NMC cell** (one segmented cell centred on a black background): "
             f"{'; '.join(lookalike.reasons)}. The models are out of their depth, so no verdict is given.",
+        )
+    elif unlike:
+        lines.insert(
+            0,
+            f"⚠️ **Read this verdict as unproven**: the cell is {unlike}. The models' verdicts follow cell size and "
+            "stain, so a cell from another magnification, stain or scanner can get a confident verdict that means "
+            "nothing.",
         )
     return "\n\n".join(lines)
 
@@ -175,7 +184,8 @@ def classify(models: Sequence[ServedModel], upload: object, model_name: object, 
     if not lookalike.looks_like_cell:  # no verdict: the probability only as a footnote, not as a reading
         return None, "\n\n".join([head, _notes(checked, lookalike), _for_reference(figures)])
     bars = {"ALL": p.prob_all, "HEM": 1 - p.prob_all}
-    return bars, "\n\n".join(filter(None, [f"{head}\n\n{figures}", shift_caveat([model]), _notes(checked, lookalike)]))
+    notes = _notes(checked, lookalike, unlike_training([model], checked.image))
+    return bars, "\n\n".join(filter(None, [f"{head}\n\n{figures}", notes, shift_caveat([model])]))
 
 
 def _for_reference(figures: str) -> str:
@@ -226,7 +236,8 @@ def compare(models: Sequence[ServedModel], upload: object, flips: object = FLIPS
     table = pd.DataFrame(rows, columns=empty.columns)
     if not lookalike.looks_like_cell:
         return "\n\n".join([head, _notes(checked, lookalike), _for_reference(figures)]), table
-    return "\n\n".join(filter(None, [f"{head}\n\n{figures}", shift_caveat(ready), _notes(checked, lookalike)])), table
+    notes = _notes(checked, lookalike, unlike_training(ready, checked.image))
+    return "\n\n".join(filter(None, [f"{head}\n\n{figures}", notes, shift_caveat(ready)])), table
 
 
 def explain_all(models: Sequence[ServedModel], upload: object, members: object = None):

@@ -16,7 +16,7 @@ from cnmc.cells import CLASS_NAMES, parse_cell_name
 from cnmc.decision import calls_all
 from serving.images import BatchItem
 from serving.lookalike import check_lookalike
-from serving.predict import UNCERTAIN, ServedModel, ensemble, predict, verdict
+from serving.predict import UNCERTAIN, ServedModel, ensemble, predict, unlike_training, verdict
 
 ENSEMBLE = "ensemble"
 # One batch request's budget. A C-NMC patient has a few hundred 450 x 450 cells; the budget holds a thousand, and
@@ -67,7 +67,7 @@ def predict_batch(
             row |= {
                 ENSEMBLE: round(mean_all, 4),
                 "verdict": verdict(mean_all, lookalike.looks_like_cell),
-                "warning": "; ".join(lookalike.reasons),
+                "warning": "; ".join(lookalike.reasons) or unlike_training(models, item.image.image),
                 "error": "",
             }
             pixels += item.image.image.width * item.image.image.height

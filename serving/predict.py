@@ -7,6 +7,7 @@ the set with the reason, so the app can say so and still start.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -18,8 +19,10 @@ from statistics import mean
 import torch
 from PIL import Image
 
+from cnmc import training_range
 from cnmc.calibration import calibrated
 from cnmc.decision import calls_all
+from cnmc.export import CONFIG_NAME, TRAINING_RANGE_KEY
 from cnmc.load import LoadedModel, load_model, read_shift_protocol
 from cnmc.preprocessing import flip_averaged
 from serving import fast
@@ -66,6 +69,12 @@ class ServedModel:
         protocol = read_shift_protocol(self.loaded.folder) if self.loaded else None
         return bool(protocol and protocol.get("passes"))
 
+    @cached_property
+    def training_range(self) -> dict | None:
+        """The range of cell size and stain among its training cells, if its config.json records it."""
+        config = json.loads((self.loaded.folder / CONFIG_NAME).read_text()) if self.loaded else {}
+        return config.get(TRAINING_RANGE_KEY)
+
     @property
     def status(self) -> str:
         if not self.available:
@@ -95,6 +104,16 @@ def shift_caveat(models: Sequence[ServedModel]) -> str:
     """:data:`SHIFT_CAVEAT` for those of ``models`` that don't hold under the shift protocol; empty if all do."""
     failing = [m.name for m in models if not m.holds_under_shift]
     return SHIFT_CAVEAT.format(names=", ".join(failing)) if failing else ""
+
+
+def unlike_training(models: Sequence[ServedModel], image: Image.Image) -> str:
+    """Why ``image``'s cell is unlike those the first of ``models`` that finds it so trained on; empty if none do."""
+    cell = training_range.measure(image)
+    for model in models:
+        reasons = training_range.outside(cell, model.training_range) if model.training_range else []
+        if reasons:
+            return f"unlike the cells {model.name} trained on: {'; '.join(reasons)}"
+    return ""
 
 
 def load_models(

@@ -24,8 +24,10 @@ from gradio_client import Client, handle_file
 from PIL import Image, ImageDraw
 
 import app
+from cnmc import training_range
 from cnmc.backbones import create_model
-from cnmc.export import export_model
+from cnmc.cells import cell_mask
+from cnmc.export import TRAINING_RANGE_KEY, export_model
 from serving import batch, fast, gradcam, results
 from serving.images import load_batch, load_image
 from serving.lookalike import check_lookalike
@@ -428,6 +430,78 @@ def test_lookalike_warns_on_a_real_cell_at_another_magnification():
     result = check_lookalike(enlarged.crop((margin, margin, margin + side, margin + side)))
     assert not result.looks_like_cell
     assert any("another magnification" in reason for reason in result.reasons)
+
+
+def _rescaled(cell: Path, scale: float) -> Image.Image:
+    """A real cell as another magnification would show it, in a frame of the same size."""
+    image = Image.open(cell).convert("RGB")
+    side = image.width
+    resized = image.resize((round(side * scale),) * 2, Image.Resampling.BICUBIC)
+    frame = Image.new("RGB", (side, side))
+    frame.paste(resized, ((side - resized.width) // 2,) * 2)  # a negative offset crops a larger cell
+    return frame
+
+
+def _all_idb_style(cell: Path) -> Image.Image:
+    """A cell segmented onto black in ALL-IDB's look: a bright May-Grünwald-Giemsa stain, not C-NMC's dark one."""
+    pixels = np.asarray(Image.open(cell).convert("RGB"), dtype=np.float64)
+    mask = cell_mask(pixels.astype(np.uint8))
+    brightness = pixels.mean(-1, keepdims=True) / 255
+    nucleus, cytoplasm = np.array([120.0, 60, 160]), np.array([215.0, 190, 230])
+    recoloured = nucleus + (cytoplasm - nucleus) * np.clip(brightness * 3, 0, 1)
+    return Image.fromarray(np.where(mask[..., None], recoloured, 0).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def ranged(tmp_path_factory) -> list:
+    """A tiny model whose config.json records the shipped model's training range, as export writes it."""
+    shipped = json.loads((app.ROOT / "models" / "mobilenetv2" / "config.json").read_text())[TRAINING_RANGE_KEY]
+    torch.manual_seed(0)
+    model = create_model("mobilenetv2", pretrained=False, img_size=64).eval()
+    folder = export_model(model, tmp_path_factory.mktemp("ranged"), training_range=shipped)
+    return load_models([RegisteredModel("Ranged", "mobilenetv2_100", folder, "cnmc-test/r")], precision="fp32")
+
+
+def test_the_shipped_model_records_the_range_of_its_training_cells():
+    recorded = json.loads((app.ROOT / "models" / "mobilenetv2" / "config.json").read_text())[TRAINING_RANGE_KEY]
+    assert recorded["cells"] == 7108 and set(training_range.MEASURES) <= set(recorded)
+    inside = [p for p in CELLS if not training_range.outside(training_range.measure(Image.open(p)), recorded)]
+    assert len(inside) >= len(CELLS) - 3  # the real cells lie inside, bar the few in its 1 % tails
+
+
+def test_training_range_is_measured_from_a_folder_into_the_model_folder(tmp_path, capsys):
+    folder = _export(tmp_path / "model", seed=0)
+    assert training_range.main([str(CNMC_ROOT), str(folder)]) == 0
+    written = json.loads((folder / "config.json").read_text())[TRAINING_RANGE_KEY]
+    measures = [training_range.measure(Image.open(p)) for p in CELLS]
+    assert written["cells"] == len(CELLS) and written["percentiles"] == [0.5, 99.5]
+    low, high = written["area"]
+    assert min(m["area"] for m in measures) <= low < high <= max(m["area"] for m in measures)
+    with pytest.raises(SystemExit):
+        training_range.main([str(tmp_path / "empty"), str(folder)])
+    assert "No cell images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scale", [0.6, 1.3])
+def test_a_rescaled_cell_gets_its_verdict_marked_unproven(ranged, tmp_path, scale):
+    cell = CNMC_ROOT / "training_data" / "fold_0" / "all" / "UID_3_2_1_all.webp"
+    _, message = app.classify(ranged, str(cell), "Ranged", False)
+    assert "Read this verdict as unproven" not in message
+    _rescaled(cell, scale).save(tmp_path / "rescaled.png")
+    assert check_lookalike(Image.open(tmp_path / "rescaled.png")).looks_like_cell  # the look-alike check passes it
+    label, message = app.classify(ranged, str(tmp_path / "rescaled.png"), "Ranged", False)
+    assert label is not None and "⚠️ **Read this verdict as unproven**: the cell is unlike the cells Ranged" in message
+    assert "the share of the image the cell covers is" in message and ("below" if scale < 1 else "above") in message
+    text, _ = app.compare(ranged, str(tmp_path / "rescaled.png"), False)
+    assert "Read this verdict as unproven" in text
+    table, _, _, _ = app.run_batch(ranged, [str(tmp_path / "rescaled.png")], False, progress=lambda *a, **k: None)
+    assert table.loc[0, "verdict"] != NOT_A_CELL and table.loc[0, "warning"].startswith("unlike the cells Ranged")
+
+
+def test_an_all_idb_style_cell_on_black_is_warned_about(ranged, tmp_path):
+    _all_idb_style(ALL_CELL).save(tmp_path / "all_idb.png")
+    _, message = app.classify(ranged, str(tmp_path / "all_idb.png"), "Ranged", False)
+    assert "Read this verdict as unproven" in message and "mean red" in message and "above the range" in message
 
 
 @pytest.mark.parametrize("name", ["gradient", "noise", "scene", "corner", "white", "black"])
