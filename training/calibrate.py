@@ -10,7 +10,6 @@ Training calls this on its own validation predictions at the end of every valida
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from cnmc import runs
 from cnmc.calibration import calibrated_prob_all
 from cnmc.export import CALIBRATION_NAME
 from training import atomic
@@ -28,10 +28,9 @@ from training.evaluate import run_relative
 def read_predictions(paths: list[str | Path]) -> tuple[np.ndarray, np.ndarray]:
     labels, scores = [], []
     for path in paths:
-        with Path(path).open() as handle:
-            for row in csv.DictReader(handle):
-                labels.append(int(row["label"]))
-                scores.append(float(row["prob_all"]))
+        for row in runs.read_predictions(path):
+            labels.append(int(row["label"]))
+            scores.append(float(row["prob_all"]))
     if not labels:
         raise ValueError(f"No predictions in {', '.join(map(str, paths))}")
     return np.asarray(labels), np.asarray(scores)

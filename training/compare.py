@@ -20,6 +20,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from cnmc import runs
 from cnmc.backbones import BACKBONES, resolve_backbone
 from training import atomic
 from training.calibrate import read_predictions
@@ -57,20 +58,20 @@ def _rule(passes: list) -> str | None:
 
 
 def read_run(run_dir: Path) -> dict:
-    missing = [n for n in ("run_config.json", "eval.json") if not (run_dir / n).is_file()]
+    missing = [n for n in (runs.RUN_CONFIG, runs.report_file(run_dir).name) if not (run_dir / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{run_dir} lacks {', '.join(missing)}: is it a finished training run?")
     run = {
         "dir": str(run_dir),
-        "config": json.loads((run_dir / "run_config.json").read_text()),
-        "eval": json.loads((run_dir / "eval.json").read_text()),
+        "config": runs.read_run_config(run_dir),
+        "eval": runs.read_report(run_dir),
         "labels": [],
         "scores": [],
     }
-    predictions = run_dir / "eval_predictions.csv"
+    predictions = runs.predictions_file(runs.report_file(run_dir))
     if predictions.is_file():
         run["labels"], run["scores"] = _curve(predictions)
-    with (run_dir / "metrics.csv").open() as handle:
+    with (run_dir / runs.METRICS).open() as handle:
         epochs = list(csv.DictReader(handle))
     run["wall_seconds"] = sum(float(e["epoch_seconds"]) for e in epochs)
     run["train_img_per_s"] = statistics.median(float(e["train_img_per_s"]) for e in epochs)
@@ -85,9 +86,7 @@ def _curve(predictions: Path) -> tuple[list[int], list[float]]:
 
 def read_baseline(path: Path) -> tuple[dict, tuple[list[int], list[float]]]:
     """A table row for a cross-validated reference that is no CNN, and its pooled out-of-fold predictions."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: python -m training.size_baseline writes it")
-    result = json.loads(path.read_text())
+    result = runs.read_json(path)
     shifted = shift_scores(result)
     row = {
         "backbone": None,
@@ -109,7 +108,7 @@ def read_baseline(path: Path) -> tuple[dict, tuple[list[int], list[float]]]:
         "thesis_accuracy": None,
         "thesis_f1": None,
     }
-    return row, _curve(path.parent / f"{path.stem}_predictions.csv")
+    return row, _curve(runs.predictions_file(path))
 
 
 def mean_sd(values: list[float]) -> dict:

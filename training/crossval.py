@@ -29,13 +29,13 @@ does: the best epoch picked on the validation patients flatters them, and the JS
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
 
 import torch
 
+from cnmc import runs
 from cnmc.export import SHIFT_PROTOCOL_NAME
 from training import atomic
 from training.compare import METRICS, mean_sd
@@ -64,24 +64,13 @@ _NOT_RECIPE = {
 }
 
 
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: is {path.parent} a finished, validated training run?")
-    return json.loads(path.read_text())
-
-
-def read_fold(run_dir: Path, evaluation: str = "eval") -> dict:
-    fold = {
+def read_fold(run_dir: Path, evaluation: str = runs.EVAL) -> dict:
+    return {
         "dir": run_dir,
-        "config": _read_json(run_dir / "run_config.json"),
-        "eval": _read_json(run_dir / f"{evaluation}.json"),
+        "config": runs.read_run_config(run_dir),
+        "eval": runs.read_report(run_dir, evaluation),
+        "rows": runs.read_predictions(runs.predictions_file(runs.report_file(run_dir, evaluation))),
     }
-    predictions = run_dir / f"{evaluation}_predictions.csv"
-    if not predictions.is_file():
-        raise FileNotFoundError(f"{predictions} is missing: is {run_dir} a finished, validated training run?")
-    with predictions.open() as handle:
-        fold["rows"] = list(csv.DictReader(handle))
-    return fold
 
 
 def recipe(config: dict) -> dict:
@@ -154,17 +143,17 @@ def other_seeds(groups: list[list[Path]], folds: list[dict], rows: list[dict], e
     seeds = {f["config"].get("seed") for f in folds}
     cells = sorted(r["path"] for r in rows)
     result = []
-    for runs in groups:
-        group = [read_fold(run, evaluation) for run in runs]
+    for members in groups:
+        group = [read_fold(run, evaluation) for run in members]
         pooled, group_rows = pool(group, folds[0]["config"])
         seed = {f["config"].get("seed") for f in group}
         if len(seed) > 1 or seed & seeds:
             raise ValueError(
-                f"--other-seed {' '.join(map(str, runs))}: its runs must share one seed that no other runs use"
+                f"--other-seed {' '.join(map(str, members))}: its runs must share one seed that no other runs use"
             )
         seeds |= seed
         if sorted(r["path"] for r in group_rows) != cells:
-            raise ValueError(f"--other-seed {' '.join(map(str, runs))} scored other cells than the folds")
+            raise ValueError(f"--other-seed {' '.join(map(str, members))} scored other cells than the folds")
         result.append({"seed": seed.pop(), **{k: pooled[k] for k in OTHER_SEED_METRICS}})
     return result
 
@@ -176,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--model-dir", type=Path, help="the final model (runs/X-all/model): write its eval.json")
     target.add_argument("--output", type=Path, help="FILE.json, for a cross-validation without a final model")
     parser.add_argument(
-        "--evaluation", default="eval", help="pool each run's EVALUATION.json and its predictions (e.g. eval_tta)"
+        "--evaluation", default=runs.EVAL, help="pool each run's EVALUATION.json and its predictions (e.g. eval_tta)"
     )
     parser.add_argument(
         "--other-seed",
@@ -190,14 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         folds = [read_fold(run, args.evaluation) for run in args.runs]
-        final_config = _read_json(args.model_dir.parent / "run_config.json") if args.model_dir else None
+        final_config = runs.read_run_config(args.model_dir.parent) if args.model_dir else None
         result, rows = pool(folds, final_config, model=run_relative(args.model_dir) if args.model_dir else "")
         if args.other_seed:
             result["other_seeds"] = other_seeds(args.other_seed, folds, rows, args.evaluation)
     except (FileNotFoundError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    output = args.output or args.model_dir.parent / f"{args.evaluation}.json"
+    output = args.output or runs.report_file(args.model_dir.parent, args.evaluation)
     if args.model_dir and "shift_protocol" in result:  # travels with the model: the app words its caveat from it
         record = {"evaluated_on": result["split"], **result["shift_protocol"]}
         atomic.write_text(args.model_dir / SHIFT_PROTOCOL_NAME, json.dumps(record, indent=2) + "\n")

@@ -13,7 +13,6 @@ Writes the evaluation, its plots and the ensemble's predictions, as ``training.e
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnmc import runs
 from cnmc.calibration import calibrated_prob_all
 from cnmc.export import CALIBRATION_NAME
 from cnmc.load import read_calibration
@@ -30,19 +30,16 @@ from training.evaluate import report, write_report
 
 def read_member(run_dir: Path, evaluation: str, *, uncalibrated: bool) -> tuple[dict[str, dict], float]:
     """The member's rows by cell path, and the temperature its P(ALL) is calibrated with."""
-    predictions = run_dir / f"{evaluation}_predictions.csv"
-    if not predictions.is_file():
-        raise FileNotFoundError(f"{predictions} is missing: training.evaluate or training.crossval writes it")
-    with predictions.open() as handle:
-        rows = {row["path"]: row for row in csv.DictReader(handle)}
+    predictions = runs.predictions_file(runs.report_file(run_dir, evaluation))
+    rows = {row["path"]: row for row in runs.read_predictions(predictions)}
     if uncalibrated:
         return rows, 1.0
-    for place in (run_dir, run_dir / "model"):
+    for place in (run_dir, run_dir / runs.MODEL):
         calibration = read_calibration(place)
         if calibration:
             return rows, calibration["temperature"]
     raise FileNotFoundError(
-        f"No {CALIBRATION_NAME} in {run_dir} or {run_dir / 'model'} (training.calibrate writes it); "
+        f"No {CALIBRATION_NAME} in {run_dir} or {run_dir / runs.MODEL} (training.calibrate writes it); "
         "pass --uncalibrated to average raw probabilities"
     )
 
@@ -71,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.ensemble", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="the members' run folders")
     parser.add_argument("--output", type=Path, required=True, help="FILE.json")
-    parser.add_argument("--evaluation", default="eval", help="use each run's EVALUATION_predictions.csv")
+    parser.add_argument("--evaluation", default=runs.EVAL, help="use each run's EVALUATION_predictions.csv")
     parser.add_argument("--uncalibrated", action="store_true", help="average raw P(ALL), without temperatures")
     args = parser.parse_args(argv)
     if len(args.runs) < 2:

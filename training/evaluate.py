@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import Compose
 from tqdm.auto import tqdm
 
+from cnmc import runs
 from cnmc.cells import UNKNOWN_LABEL
 from cnmc.load import LoadedModel, load_model
 from cnmc.preprocessing import flip_averaged
@@ -176,18 +177,17 @@ def write_report(
 
     ``shifted`` adds a ``prob_all@NAME`` column per shift of the protocol (``training.shifts``)."""
     output = Path(output)
-    stem = output.with_suffix("")
     atomic.write_text(output, json.dumps(result, indent=2) + "\n")
     title = f"{result.get('model', '')} on {result.get('split', '')}"
-    plot_confusion_matrix(result["confusion_matrix"], f"{stem}_confusion_matrix.png", title=title)
-    plot_roc({result.get("model", "model"): (labels, scores)}, f"{stem}_roc.png", title=title)
+    plot_confusion_matrix(result["confusion_matrix"], runs.plot_file(output, "confusion_matrix"), title=title)
+    plot_roc({result.get("model", "model"): (labels, scores)}, runs.plot_file(output, "roc"), title=title)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     shifted = shifted or {}
     writer.writerow(["path", "patient_id", "label", "prob_all", *(COLUMN_PREFIX + name for name in shifted)])
     for row in zip(paths, patient_ids, labels, scores, *shifted.values(), strict=True):
         writer.writerow([*row[:3], *(f"{p:.6f}" for p in row[3:])])
-    atomic.write_text(f"{stem}_predictions.csv", buffer.getvalue())
+    atomic.write_text(output.with_name(output.stem + runs.PREDICTIONS_SUFFIX), buffer.getvalue())
 
 
 def evaluation_split(dataset_dict: datasets.DatasetDict, names: list[str]) -> datasets.Dataset:

@@ -19,7 +19,6 @@ size keeps a ROC-AUC well above 0.5 among cells of the same size.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ from sklearn.base import ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from cnmc import runs
 from cnmc.cells import cell_mask
 from training import atomic
 from training.compare import METRICS, mean_sd
@@ -156,8 +156,7 @@ def _cell_key(path: str) -> str:
 
 def read_predictions(path: str | Path, areas: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
     """A model's predictions CSV matched to cell areas: (P(ALL), labels, areas, patient ids)."""
-    with open(path) as handle:
-        rows = list(csv.DictReader(handle))
+    rows = runs.read_predictions(path)
     missing = [r["path"] for r in rows if _cell_key(r["path"]) not in areas]
     if missing:
         raise CNMCDataError(f"{len(missing)} cell(s) of {path} are not in the data, e.g. {missing[:3]}")

@@ -36,6 +36,7 @@ from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from cnmc import runs
 from cnmc.backbones import PretrainedWeightsUnavailable, create_model, resolve_backbone
 from cnmc.cells import CLASS_NAMES
 from cnmc.export import export_model
@@ -225,7 +226,7 @@ def run_config(
 def train(args: argparse.Namespace) -> Path:
     recipe = build_recipe(args.preset, vars(args))
     out = Path(args.output_dir)
-    last = out / "checkpoints" / "last"
+    last = out / runs.CHECKPOINTS / "last"
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         # non_blocking: batches come from pinned memory, so their copy to the GPU need not stall the host.
@@ -310,7 +311,7 @@ def train(args: argparse.Namespace) -> Path:
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=recipe.label_smoothing)
 
     start_epoch, best_f1 = 0, -1.0
-    rows = load_metrics(out / "metrics.csv") if args.resume else []
+    rows = load_metrics(out / runs.METRICS) if args.resume else []
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         state = json.loads((resume_from / "trainer_state.json").read_text())
@@ -319,7 +320,7 @@ def train(args: argparse.Namespace) -> Path:
         accelerator.print(f"Resuming {out} after epoch {start_epoch}")
     config = run_config(args, recipe, train_set, val_set, val_description, accelerator, device_cache)
     if accelerator.is_main_process:
-        atomic.write_text(out / "run_config.json", json.dumps(config, indent=2) + "\n")
+        atomic.write_text(out / runs.RUN_CONFIG, json.dumps(config, indent=2) + "\n")
 
     for epoch in range(start_epoch, recipe.epochs):
         set_seed(args.seed + epoch)  # a resumed run sees the same shuffles and augmentations
@@ -375,7 +376,7 @@ def train(args: argparse.Namespace) -> Path:
                 probs,
                 labels,
                 rows_val["patient_id"],
-                model=run_relative(out / "model"),
+                model=run_relative(out / runs.MODEL),
                 split=val_description,
                 epoch=epoch + 1,
             )
@@ -399,18 +400,18 @@ def train(args: argparse.Namespace) -> Path:
                     train_patients=config["train_patients"],
                     cell_normalization=normalization,
                 )
-                atomic.replace_dir(tmp, out / "model")
+                atomic.replace_dir(tmp, out / runs.MODEL)
                 if val_loader is not None:
                     write_report(
                         result,
-                        out / "eval.json",
+                        runs.report_file(out),
                         paths=rows_val["path"],
                         patient_ids=rows_val["patient_id"],
                         labels=labels.tolist(),
                         scores=probs[:, 1].tolist(),
                     )
         if accelerator.is_main_process:
-            save_metrics(rows, out / "metrics.csv")
+            save_metrics(rows, out / runs.METRICS)
             accelerator.print(
                 f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} wF1 {row['train_f1_weighted']:.4f}"
                 + (
@@ -437,9 +438,10 @@ def train(args: argparse.Namespace) -> Path:
     if val_set is not None and args.shifts and len(rows) == recipe.epochs:  # not after --stop-after
         score_under_shifts(out, val_set, accelerator, args, batch_size=recipe.batch_size * 2)
     if accelerator.is_main_process:
-        plot_training_curves(rows, out / "training_curves.png")
-        if (out / "eval_predictions.csv").is_file():
-            calibrate([out / "eval_predictions.csv"], out / "model")
+        plot_training_curves(rows, out / runs.TRAINING_CURVES)
+        predictions = runs.predictions_file(runs.report_file(out))
+        if predictions.is_file():
+            calibrate([predictions], out / runs.MODEL)
     accelerator.end_training()
     return out
 
@@ -448,10 +450,10 @@ def score_under_shifts(
     out: Path, val_set: datasets.Dataset, accelerator: Accelerator, args: argparse.Namespace, *, batch_size: int
 ) -> None:
     """The kept model's evaluation again, with the shift protocol (training.shifts): eval.json and its predictions."""
-    kept = json.loads((out / "eval.json").read_text())
+    kept = runs.read_report(out)
     context = {k: kept[k] for k in ("model", "split", "epoch") if k in kept}
     result, table = score_dataset(
-        load_model(str(out / "model")),
+        load_model(str(out / runs.MODEL)),
         val_set,
         accelerator,
         shifts=SHIFTS,
@@ -460,7 +462,7 @@ def score_under_shifts(
         **context,
     )
     if accelerator.is_main_process:
-        write_report(result, out / "eval.json", **table)
+        write_report(result, runs.report_file(out), **table)
         accelerator.print(summary_line(result["shift_protocol"]))
 
 

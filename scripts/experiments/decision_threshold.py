@@ -14,7 +14,6 @@ OUTPUT/thresholds.png (weighted F1 and balanced accuracy against the threshold, 
 """
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score  # noqa: E402
 
+from cnmc import runs  # noqa: E402
 from training import atomic  # noqa: E402
 from training.splits import load_assignment  # noqa: E402
 
@@ -34,11 +34,8 @@ THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)
 
 
 def read_run(run: Path, assignment: dict[str, int]) -> dict[str, np.ndarray]:
-    path = run / "eval_predictions.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: training.crossval, a baseline or training.ensemble writes it")
-    with path.open() as handle:
-        rows = list(csv.DictReader(handle))
+    path = runs.predictions_file(runs.report_file(run))
+    rows = runs.read_predictions(path)
     missing = sorted({r["patient_id"] for r in rows} - assignment.keys())
     if missing:
         raise ValueError(f"{path}: patients {missing} are in no fold of the split")
