@@ -27,7 +27,7 @@ from serving.registry import MODELS, ROOT
 FILES = ["app.py", "requirements.txt"]
 # The app's code (it imports nothing from training/ or hub/), its shipped models and the real cells it offers as
 # examples; each only when present.
-FOLDERS = ["cnmc", "serving", "models", "tests/fixtures/cnmc"]
+FOLDERS = ["cnmc", "serving", "models", "examples"]
 # Of results/, only what the Models & results tab reads (serving.results): the table and the plots beside it.
 RESULTS = ["results/comparison.md", "results/*.png"]
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")

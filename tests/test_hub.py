@@ -404,7 +404,7 @@ def test_space_dry_run_pins_gradio_and_lists_the_four_models(tmp_path):
     assert meta["models"] == [m.repo_id for m in registry.MODELS] and len(meta["models"]) == 4
     assert meta["title"] and meta["emoji"]
     for path in ("app.py", "requirements.txt", "cnmc/backbones.py", "cnmc/load.py", "serving/predict.py",
-                 "tests/fixtures/cnmc/C-NMC_Leukemia/training_data/fold_0/hem/UID_H6_10_1_hem.webp"):  # fmt: skip
+                 "examples/UID_H6_10_1_hem.webp"):  # fmt: skip
         assert (out / path).is_file()
     assert not list(out.rglob("__pycache__"))
     assert not (out / "training").exists() and not (out / "hub").exists()  # the app imports neither
