@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from urllib.parse import quote
+
+import gradio as gr
 
 from cnmc.export import CONFIG_NAME, TRAIN_PATIENTS_KEY
 from serving.predict import ServedModel
@@ -56,10 +60,24 @@ def shown_source(source: str) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
 
 
+# A card's image linked by a path relative to the card: what resolves on the Hub, beside the card.
+_RELATIVE_IMAGE = re.compile(r"!\[([^\]]*)\]\(([\w.-]+\.png)\)")
+
+
 def _card(readme: Path) -> str:
-    """A model card without its YAML header."""
+    """A model card without its YAML header, its images served by the app from the card's folder."""
     text = readme.read_text()
-    return text.split("---\n", 2)[2] if text.startswith("---\n") and text.count("---\n") >= 2 else text
+    text = text.split("---\n", 2)[2] if text.startswith("---\n") and text.count("---\n") >= 2 else text
+    return _RELATIVE_IMAGE.sub(lambda match: _served_image(match, readme.parent), text)
+
+
+def _served_image(match: re.Match, folder: Path) -> str:
+    """The image at gradio's file route (a relative link would 404 in the app); just that file is made servable."""
+    path = (folder / match[2]).resolve()
+    if not path.is_file():
+        return match[0]
+    gr.set_static_paths([path])
+    return f"![{match[1]}](/gradio_api/file={quote(str(path))})"
 
 
 def model_card_markdown(model: ServedModel, cards_dir: Path = CARDS_DIR) -> str:

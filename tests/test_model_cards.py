@@ -95,3 +95,28 @@ def test_card_front_matter_names_no_dataset_that_is_not_on_the_hub(folder):
     assert "datasets:" not in front_matter  # C-NMC 2019 has no Hub id; the body links it
     assert "https://doi.org/10.7937/tcia.2019.dc64i46r" in card and "@article{gupta2022cnmc" in card
     assert "@software{cnmc_all_detector" in card
+
+
+def test_card_images_resolve_in_the_apps_models_tab():
+    """The card links its plots relative to itself (as the Hub resolves them); the app's tab serves the same files."""
+    import gradio as gr
+    from fastapi.testclient import TestClient
+    from gradio.routes import App
+
+    from serving import results
+    from serving.predict import ServedModel
+
+    vgg19 = next(m for m in MODELS if m.display_name == "VGG19")
+    card = (vgg19.local_dir / "README.md").read_text()
+    relative = re.findall(r"!\[[^\]]*\]\(([\w.-]+\.png)\)", card)
+    assert len(relative) == 4 and all((vgg19.local_dir / name).is_file() for name in relative)
+    shown = results.model_card_markdown(ServedModel("VGG19", vgg19.repo_id, reason="not published yet"))
+    links = re.findall(r"!\[[^\]]*\]\((/gradio_api/file=[^)]+)\)", shown)
+    assert len(links) == len(relative)
+    with gr.Blocks() as demo:
+        gr.Markdown(shown)
+    client = TestClient(App.create_app(demo))
+    for link, name in zip(links, relative, strict=True):
+        response = client.get(link)
+        assert response.status_code == 200 and response.content == (vgg19.local_dir / name).read_bytes()
+    assert client.get(f"/gradio_api/file={vgg19.local_dir / 'config.json'}").status_code == 403  # only the plots
