@@ -1,7 +1,7 @@
 """Would a bias on the logit, beside the temperature, serve unseen patients better? Cross-fitted, so honest.
 
     python -m benchmarks.calibration_crossfit \
-        [--predictions results/cpu-mobilenetv2-zerohead-cv3/all/eval_predictions.csv] \
+        [--predictions results/cpu-mobilenetv2-zerohead-cv3/all/eval_predictions.csv.gz] \
         [--cv-split splits/cnmc_cv3_seed0.json]
 
 Takes a cross-validation's pooled out-of-fold predictions (``training.crossval``). For each fold it fits the
@@ -76,7 +76,7 @@ def crossfit(predictions: pd.DataFrame, assignment: dict[str, int]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--predictions", default=ROOT / "results/cpu-mobilenetv2-zerohead-cv3/all/eval_predictions.csv")
+    parser.add_argument("--predictions", default=ROOT / "results/cpu-mobilenetv2-zerohead-cv3/all/eval_predictions.csv.gz")
     parser.add_argument("--cv-split", default=ROOT / "splits/cnmc_cv3_seed0.json")
     parser.add_argument("--output", default=OUTPUT)
     args = parser.parse_args(argv)

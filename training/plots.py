@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -13,12 +14,14 @@ import numpy as np  # noqa: E402
 from cycler import cycler  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from PIL import Image  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, roc_auc_score, roc_curve  # noqa: E402
 
 from cnmc.cells import CLASS_NAMES  # noqa: E402
 
 DISPLAY_NAMES = [name.upper() for name in CLASS_NAMES]
 DPI = 150
+PALETTE = 128
 
 
 def plot_confusion_matrix(confusion_matrix: list[list[int]], path: str | Path, title: str = "") -> Path:
@@ -34,7 +37,7 @@ def plot_confusion_matrix(confusion_matrix: list[list[int]], path: str | Path, t
         for (row, column), text in np.ndenumerate(display.text_):
             text.set_text(f"{counts[row, column]:,}\n{100 * rates[row, column]:.1f} %")
         ax.set_title(title)
-        return _save(fig, path)
+        return save_figure(fig, path)
     finally:
         plt.close(fig)
 
@@ -62,7 +65,7 @@ def plot_roc(curves: dict[str, tuple[list[int], list[float]]], path: str | Path,
         )
         ax.set_aspect("equal")
         fig.legend(loc="outside lower center", fontsize="small")  # below the axes: long names hide no curve
-        return _save(fig, path)
+        return save_figure(fig, path)
     finally:
         plt.close(fig)
 
@@ -85,7 +88,7 @@ def plot_training_curves(rows: list[dict], path: str | Path, title: str = "") ->
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize="small")
         fig.suptitle(title)
-        return _save(fig, path)
+        return save_figure(fig, path)
     finally:
         plt.close(fig)
 
@@ -125,13 +128,20 @@ def plot_patients_by_size(
             title=title,
         )
         ax.legend(fontsize="small", title="point size: cells", title_fontsize="small")
-        return _save(fig, path)
+        return save_figure(fig, path)
     finally:
         plt.close(fig)
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=DPI, bbox_inches="tight")
+    compact(Image.open(buffer)).save(path, optimize=True)
     return path
+
+
+def compact(image: Image.Image) -> Image.Image:
+    """A plot in a palette of :data:`PALETTE` colours: a third of the bytes of full RGB, which every run commits."""
+    return image.convert("RGB").quantize(colors=PALETTE, method=Image.Quantize.MEDIANCUT)

@@ -28,6 +28,7 @@ from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score  # n
 
 from cnmc import runs  # noqa: E402
 from training import atomic  # noqa: E402
+from training.plots import save_figure  # noqa: E402
 from training.splits import load_assignment  # noqa: E402
 
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)
@@ -100,8 +101,7 @@ def plot(curves: dict[str, dict[str, np.ndarray]], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="lower center")
     fig.suptitle("Out-of-fold predictions, 7,108 cells of 42 patients", fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
+    save_figure(fig, path)
     plt.close(fig)
 
 
