@@ -1,7 +1,7 @@
 """The Gradio app and serving/: every tab's handler on real cells, every bad input, the API, and the fast path.
 
-Models are tiny (64 px) MobileNetV2s exported to temporary folders and injected with ``build_demo(models)``;
-nothing touches the network.
+Models are tiny (64 px) MobileNetV2s exported to temporary folders (conftest.py) and injected with
+``build_demo(models)``; nothing touches the network.
 """
 
 import csv
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import CNMC_ROOT
+from conftest import ALL_CELL, CELLS, CNMC_ROOT, HEM_CELL, export_tiny
 from gradio_client import Client, handle_file
 from PIL import Image, ImageDraw
 
@@ -28,47 +28,11 @@ from cnmc import training_range
 from cnmc.backbones import create_model
 from cnmc.cells import cell_mask
 from cnmc.export import TRAINING_RANGE_KEY, export_model
-from serving import batch, fast, gradcam, results
+from serving import batch, cache, fast, gradcam, results
 from serving.images import load_batch, load_image
 from serving.lookalike import check_lookalike
 from serving.predict import NOT_A_CELL, UNCERTAIN, load_models, probabilities, verdict
 from serving.registry import RegisteredModel
-
-CELLS = sorted(p for p in CNMC_ROOT.rglob("*") if p.suffix in (".bmp", ".webp"))
-ALL_CELL = CNMC_ROOT / "training_data" / "fold_0" / "all" / "UID_11_10_1_all.bmp"
-HEM_CELL = CNMC_ROOT / "training_data" / "fold_0" / "hem" / "UID_H6_10_1_hem.webp"
-
-
-def _export(folder: Path, *, seed: int, gentle: bool = False, temperature: float | None = None) -> Path:
-    torch.manual_seed(seed)
-    model = create_model("mobilenetv2", pretrained=False, img_size=64).eval()
-    if gentle:  # small logits with a clear margin, like a trained model's, so bf16 parity can hold
-        with torch.no_grad():
-            model.classifier.weight.mul_(0.01)
-            model.classifier.bias.copy_(torch.tensor([0.0, 1.0]))
-    extra = []
-    if temperature is not None:
-        extra = [folder.parent / f"{folder.name}-calibration" / "calibration.json"]
-        extra[0].parent.mkdir(parents=True)
-        extra[0].write_text(json.dumps({"temperature": temperature}))
-    return export_model(model, folder, extra_files=extra)
-
-
-@pytest.fixture(scope="module")
-def registered(tmp_path_factory) -> list[RegisteredModel]:
-    root = tmp_path_factory.mktemp("models")
-    return [
-        RegisteredModel("Tiny A", "mobilenetv2_100", _export(root / "a", seed=0), "cnmc-test/tiny-a"),
-        RegisteredModel("Tiny B", "mobilenetv2_100", _export(root / "b", seed=1, gentle=True), "cnmc-test/tiny-b"),
-        RegisteredModel("Gone", "vgg19_bn", root / "missing", "cnmc-test/not-cached"),
-    ]
-
-
-@pytest.fixture(scope="module")
-def models(registered):
-    # "bf16" rather than "auto": the path then depends on parity alone, not on this machine's timings
-    return load_models(registered, parity_images=[load_image(p).image for p in CELLS[:8]], precision="bf16")
-
 
 # --- Bad input ------------------------------------------------------------------------------------------
 
@@ -220,7 +184,7 @@ def test_zip_bomb_is_refused_by_its_declared_size(tmp_path, monkeypatch):
 
 def test_unavailable_models_say_why_and_the_app_still_builds(models, tmp_path):
     status = {m.name: m.status for m in models}
-    assert status["Gone"].startswith("unavailable: ") and "HF_HUB_OFFLINE" in status["Gone"]
+    assert status["Gone"].startswith("unavailable: not published yet: ")  # no weights, no pinned Hub revision
     gentle = "available (bf16" if fast.bf16_supported() else "available (fp32"
     assert status["Tiny A"].startswith("available (") and status["Tiny B"].startswith(gentle)
     assert app.build_demo(models, results_dir=tmp_path) is not None
@@ -230,7 +194,7 @@ def test_unavailable_models_say_why_and_the_app_still_builds(models, tmp_path):
 
 
 def test_damaged_weights_leave_that_model_unavailable_and_the_app_starting(tmp_path):
-    folder = _export(tmp_path / "damaged", seed=0)
+    folder = export_tiny(tmp_path / "damaged", seed=0)
     (folder / "model.safetensors").write_text("version https://git-lfs.github.com/spec/v1\nsize 9000000\n")
     (model,) = load_models([RegisteredModel("Damaged", "mobilenetv2_100", folder, "cnmc-test/d")], precision="fp32")
     assert model.status.startswith("unavailable: ") and app.build_demo([model], results_dir=tmp_path) is not None
@@ -238,7 +202,7 @@ def test_damaged_weights_leave_that_model_unavailable_and_the_app_starting(tmp_p
 
 def test_bf16_is_never_served_unchecked(tmp_path, monkeypatch):
     monkeypatch.setattr(fast, "bf16_supported", lambda: True)
-    folder = _export(tmp_path / "unchecked", seed=0)
+    folder = export_tiny(tmp_path / "unchecked", seed=0)
     for precision in ("auto", "bf16"):  # no real cells to compare with fp32 on
         (model,) = load_models([RegisteredModel("U", "mobilenetv2_100", folder, "cnmc-test/u")], precision=precision)
         assert model.runner.precision == "fp32" and "no real cells to check bf16 against" in model.status
@@ -272,7 +236,7 @@ def test_verdict_defers_to_an_expert_in_the_uncertain_band():
 
 
 def test_temperature_from_calibration_json_scales_the_logits(tmp_path):
-    folder = _export(tmp_path / "calibrated", seed=0, temperature=4.0)
+    folder = export_tiny(tmp_path / "calibrated", seed=0, temperature=4.0)
     (model,) = load_models([RegisteredModel("T", "mobilenetv2_100", folder, "cnmc-test/t")], precision="fp32")
     image = load_image(HEM_CELL).image
     logits = model.runner(model.loaded.transform(image).unsqueeze(0))
@@ -289,7 +253,7 @@ def test_compare_and_explain_all(models):
 
 
 def test_a_model_that_fails_the_shift_test_carries_the_caveat(tmp_path):
-    passing, failing = _export(tmp_path / "passing", seed=0), _export(tmp_path / "failing", seed=1)
+    passing, failing = export_tiny(tmp_path / "passing", seed=0), export_tiny(tmp_path / "failing", seed=1)
     (passing / "shift_protocol.json").write_text(json.dumps({"passes": True, "max_f1_drop": 0.01}))
     (failing / "shift_protocol.json").write_text(json.dumps({"passes": False, "max_f1_drop": 0.12}))
     entries = [RegisteredModel(n, "mobilenetv2_100", f, f"cnmc-test/{n}") for n, f in (("P", passing), ("F", failing))]
@@ -470,7 +434,7 @@ def test_the_shipped_model_records_the_range_of_its_training_cells():
 
 
 def test_training_range_is_measured_from_a_folder_into_the_model_folder(tmp_path, capsys):
-    folder = _export(tmp_path / "model", seed=0)
+    folder = export_tiny(tmp_path / "model", seed=0)
     assert training_range.main([str(CNMC_ROOT), str(folder)]) == 0
     written = json.loads((folder / "config.json").read_text())[TRAINING_RANGE_KEY]
     measures = [training_range.measure(Image.open(p)) for p in CELLS]
@@ -624,6 +588,25 @@ def test_results_tab_without_and_with_committed_results(models, tmp_path):
 def test_gradio_keeps_no_upload_past_an_hour_and_sends_no_telemetry(models, tmp_path):
     demo = app.build_demo(models, results_dir=tmp_path)  # uploads are patient-derived
     assert demo.delete_cache == (600, 3600) and demo.analytics_enabled is False
+
+
+def test_the_served_app_keeps_its_cache_in_a_folder_of_its_own_and_clears_what_ended_processes_left(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    ended, alive = tmp_path / f"{cache.PREFIX}999999999", tmp_path / f"{cache.PREFIX}{os.getppid()}"
+    for folder in (ended, alive):
+        (folder / "upload").mkdir(parents=True)
+    own = cache.private_cache()
+    assert own == tmp_path / f"{cache.PREFIX}{os.getpid()}" and own.is_dir()
+    assert os.environ["GRADIO_TEMP_DIR"] == str(own)  # where gradio's uploads and outputs go from now on
+    assert not ended.exists() and alive.exists()  # another live app's cache stays
+
+
+def test_batch_csv_goes_into_gradio_cache_which_prunes_it(models, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    _, _, csv_path, _ = app.run_batch(models, [str(ALL_CELL)], False, progress=lambda *a, **k: None)
+    assert Path(csv_path).parent.parent == tmp_path and Path(csv_path).is_file()
 
 
 def test_results_tab_reports_the_new_batch_and_how_to_score_it(models, tmp_path):
