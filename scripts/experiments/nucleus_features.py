@@ -8,8 +8,9 @@ pale spots (nucleoli), the cytoplasm's colour relative to the nucleus's. Each ce
 its equivalent diameter is :data:`DIAMETER` pixels (always a reduction, antialiased, so that a rescaled copy of
 the cell lands on the same pixels), and its colours are turned into optical densities relative to the cell's own
 mean, so that a gain on a channel inside the cell (a redder or brighter batch) cancels. The nucleus is the part
-of the cell that absorbs the most green for its darkness (the purple of haematoxylin; the cytoplasm is paler and
-greyer), split from the rest by Otsu's threshold. :data:`FEATURES` names the features and why each is there.
+of the cell that absorbs about as much more green than red and blue (the purple of haematoxylin; the cytoplasm
+is paler and greyer) as the cell's median pixel does, within :data:`PURPLE_MARGIN`. :data:`FEATURES` names the
+features and why each is there.
 
 Gradient-boosted trees are cross-validated on the committed patient folds and scored under the shift protocol
 exactly as ``scripts.experiments.handcrafted`` is. OUTPUT/eval.json with its plots and predictions,
@@ -95,7 +96,7 @@ def _smoothed(values: np.ndarray, where: np.ndarray) -> np.ndarray:
     )
 
 
-def nucleus_mask(density: np.ndarray, core: np.ndarray, path: str) -> np.ndarray:
+def nucleus_mask(density: np.ndarray, core: np.ndarray) -> np.ndarray:
     """The nucleus: where the cell absorbs more green than red and blue (purple) about as much as its median
     pixel does, holes filled. A fixed margin, not Otsu's threshold: most cells are nearly all nucleus, and a
     threshold forced between two classes that are not there would cut chromatin, a different cut at each shift."""
@@ -124,7 +125,7 @@ def features(image, path: str) -> list[float]:
     # Optical density relative to the cell's mean: a gain on a channel adds a constant, which the mean takes away.
     density = -np.log(np.maximum(pixels, 1) / 255)
     density -= density[core].mean(0)
-    nucleus = nucleus_mask(density, core, path)
+    nucleus = nucleus_mask(density, core)
     cell_shape = regionprops(inside.astype(np.uint8))[0]
     nucleus_shape = regionprops(nucleus.astype(np.uint8))[0]
     darkness = density.sum(-1)
