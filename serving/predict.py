@@ -72,8 +72,8 @@ class ServedModel:
     @cached_property
     def training_range(self) -> dict | None:
         """The range of cell size and stain among its training cells, if its config.json records it."""
-        config = json.loads((self.loaded.folder / CONFIG_NAME).read_text()) if self.loaded else {}
-        return config.get(TRAINING_RANGE_KEY)
+        config = self.loaded.folder / CONFIG_NAME if self.loaded else None
+        return json.loads(config.read_text()).get(TRAINING_RANGE_KEY) if config and config.is_file() else None
 
     @property
     def status(self) -> str:
