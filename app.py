@@ -7,6 +7,7 @@ is in ``serving/``. ``python app.py`` serves on GRADIO_SERVER_NAME:GRADIO_SERVER
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -447,5 +448,7 @@ def serve(demo: gr.Blocks, **launch_options):
 
 
 if __name__ == "__main__":
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("serving").setLevel(logging.INFO)  # a start-up line per model (serving.predict)
     cache.private_cache()  # before the app is built: gradio reads its cache folder then
     serve(build_demo())

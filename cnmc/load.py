@@ -1,7 +1,8 @@
 """Load a trained model, with its preprocessing and labels, from a local folder or the Hugging Face Hub.
 
-``source`` is a folder written by :func:`cnmc.export.export_model`, ``hf-hub:ORG/NAME`` or ``ORG/NAME``. Hub
-models go through ``huggingface_hub.snapshot_download``, which with ``HF_HUB_OFFLINE=1`` serves the local cache.
+``source`` is a folder written by :func:`cnmc.export.export_model`, ``hf-hub:ORG/NAME`` or ``ORG/NAME``, either
+pinned to a revision as ``ORG/NAME@REVISION`` (a commit sha or tag). Hub models go through
+``huggingface_hub.snapshot_download``, which with ``HF_HUB_OFFLINE=1`` serves the local cache.
 """
 
 from __future__ import annotations
@@ -40,8 +41,18 @@ HUB_PREFIX = "hf-hub:"
 _MODEL_FILES = [CONFIG_NAME, WEIGHTS_NAME, CALIBRATION_NAME, SHIFT_PROTOCOL_NAME]
 
 
+# Why a Hub model can't be loaded, as the app's status and log say it first.
+NOT_PUBLISHED = "not published yet"  # no such repo, or no such revision, on the Hub
+OFFLINE = "offline"  # HF_HUB_OFFLINE, or no connection to the Hub, and no cached copy
+NETWORK_ERROR = "network error"  # the Hub was reached but the download failed
+
+
 class ModelLoadError(OSError):
-    """The model can't be found or fetched; the message says why, in one line."""
+    """The model can't be found or fetched; the message says why, in one line, starting with its ``kind`` if any."""
+
+    def __init__(self, message: str, kind: str | None = None):
+        super().__init__(f"{kind}: {message}" if kind else message)
+        self.kind = kind
 
 
 class LoadedModel(NamedTuple):
@@ -55,7 +66,7 @@ class LoadedModel(NamedTuple):
 
 
 def load_model(source: str, device: str | torch.device = "cpu", *, cache_dir: str | Path | None = None) -> LoadedModel:
-    """Load ``source`` (a local folder, ``hf-hub:ORG/NAME`` or ``ORG/NAME``) ready for inference."""
+    """Load ``source`` (a local folder, ``hf-hub:ORG/NAME[@REVISION]`` or ``ORG/NAME[@REVISION]``) for inference."""
     folder = resolve_folder(source, cache_dir=cache_dir)
     config = json.loads((folder / CONFIG_NAME).read_text())
     model = timm.create_model(f"local-dir:{folder}", pretrained=True).to(device).eval()
@@ -74,7 +85,8 @@ def resolve_folder(source: str, *, cache_dir: str | Path | None = None) -> Path:
     """The local folder holding ``source``'s config.json and weights, downloading a Hub model if needed."""
     path = Path(source).expanduser()
     if source.startswith(HUB_PREFIX) or (not path.exists() and _looks_like_repo_id(source)):
-        folder = _download(source.removeprefix(HUB_PREFIX), cache_dir, named_as_hub=source.startswith(HUB_PREFIX))
+        repo_id, _, revision = source.removeprefix(HUB_PREFIX).partition("@")
+        folder = _download(repo_id, revision or None, cache_dir, named_as_hub=source.startswith(HUB_PREFIX))
     elif path.is_dir():
         folder = path
     else:
@@ -90,43 +102,54 @@ def _looks_like_repo_id(source: str) -> bool:
     if source.count("/") != 1 or source.startswith((".", "/", "~")):
         return False
     try:
-        validate_repo_id(source)
+        validate_repo_id(source.partition("@")[0])
     except HFValidationError:
         return False
     return True
 
 
-def _download(repo_id: str, cache_dir: str | Path | None, *, named_as_hub: bool) -> Path:
-    where = f"Hub model {repo_id}" + ("" if named_as_hub else " (no local folder of that name either)")
+def _download(repo_id: str, revision: str | None, cache_dir: str | Path | None, *, named_as_hub: bool) -> Path:
+    where = f"Hub model {repo_id}" + (f"@{revision}" if revision else "")
+    where += "" if named_as_hub else " (no local folder of that name either)"
     try:
         validate_repo_id(repo_id)
-        return Path(snapshot_download(repo_id, allow_patterns=_MODEL_FILES, cache_dir=cache_dir))
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=_MODEL_FILES, cache_dir=cache_dir))
     except HFValidationError as error:
         raise ModelLoadError(f"Invalid Hub repo id {repo_id!r}: {error}") from error
     except GatedRepoError as error:
         raise ModelLoadError(f"{where} is gated: accept its terms on the Hub and log in (`hf auth login`)") from error
     except RepositoryNotFoundError as error:
         raise ModelLoadError(
-            f"{where} not found: check the name, or log in (`hf auth login` or HF_TOKEN) if it is private"
+            f"{where} not found on the Hub (if it is private, log in: `hf auth login` or HF_TOKEN)", NOT_PUBLISHED
         ) from error
     except RevisionNotFoundError as error:
-        raise ModelLoadError(f"{where} has no main branch yet: push the model first") from error
-    except LocalEntryNotFoundError as error:
+        raise ModelLoadError(f"{where}: the Hub repo has no such revision", NOT_PUBLISHED) from error
+    except LocalEntryNotFoundError as error:  # the Hub could not be asked, and the cache has no copy
+        cause = error.__cause__  # why the Hub could not be asked
+        if isinstance(cause, HfHubHTTPError | httpx2.TimeoutException):
+            answer = f"HTTP {cause.response.status_code}" if isinstance(cause, HfHubHTTPError) else "no answer in time"
+            raise ModelLoadError(
+                f"The Hub gave {answer} for {where}, and it is not cached: try again later", NETWORK_ERROR
+            ) from error
         if constants.HF_HUB_OFFLINE:
             raise ModelLoadError(
-                f"Offline (HF_HUB_OFFLINE=1) and no cached copy of {where}: "
-                "load it once online, or unset HF_HUB_OFFLINE, or pass a local model folder"
+                f"HF_HUB_OFFLINE=1 and no cached copy of {where}: "
+                "load it once online, or unset HF_HUB_OFFLINE, or pass a local model folder",
+                OFFLINE,
             ) from error
         raise ModelLoadError(
-            f"Could not reach the Hugging Face Hub for {where}, and it is not cached: check the network connection"
+            f"Could not reach the Hugging Face Hub for {where}, and it is not cached: check the network connection",
+            OFFLINE,
         ) from error
     except HfHubHTTPError as error:
         status = error.response.status_code
         if status == 401:
             raise ModelLoadError(f"The Hub refused the token for {where} (HTTP 401): run `hf auth login`") from error
-        raise ModelLoadError(f"The Hub answered HTTP {status} for {where}: try again later") from error
+        raise ModelLoadError(f"The Hub answered HTTP {status} for {where}: try again later", NETWORK_ERROR) from error
     except httpx2.TransportError as error:
-        raise ModelLoadError(f"Network failure fetching {where} ({type(error).__name__}): check the network") from error
+        raise ModelLoadError(
+            f"the download of {where} failed ({type(error).__name__}): try again later", NETWORK_ERROR
+        ) from error
 
 
 def _label_names(config: dict, model: torch.nn.Module) -> list[str]:

@@ -18,6 +18,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from huggingface_hub import CommitInfo
+
 from cnmc.export import (
     CALIBRATION_NAME,
     CONFIG_NAME,
@@ -33,54 +35,69 @@ from hub.upload import HubError, add_upload_arguments, check_repo_id, new_folder
 _OPTIONAL_FILES = [CALIBRATION_NAME, SHIFT_PROTOCOL_NAME, "*.png"]
 
 
-def build_model_repo(model_dir: str | Path, out: Path, *, repo_id: str) -> list[str]:
-    """Write the repo's files into the empty folder ``out``; return their names."""
+def build_model_repo(model_dir: str | Path, out: Path, *, repo_id: str, run_dir: str | Path | None = None) -> list[str]:
+    """Write the repo's files into the empty folder ``out``; return their names.
+
+    ``run_dir`` holds the run's files that the card reads (run_config.json, eval.json, plots); by default the model
+    folder's parent, as training leaves it.
+    """
     model_dir = Path(model_dir)
+    run_dir = model_dir.parent if run_dir is None else Path(run_dir)
     for required in (CONFIG_NAME, WEIGHTS_NAME):
         if not (model_dir / required).is_file():
             raise HubError(f"{model_dir / required} is missing: --model-dir must be a run's model/ folder")
     try:
-        card = model_card(model_dir, repo_id=repo_id)
+        card = model_card(model_dir, repo_id=repo_id, run_dir=run_dir)
     except FileNotFoundError as error:
         raise HubError(str(error)) from None
     card.save(out / "README.md")
     config = json.loads((model_dir / CONFIG_NAME).read_text())
     # Folders exported before config.json recorded the training patients get them from their run.
-    run_config = json.loads((model_dir.parent / RUN_CONFIG_NAME).read_text())  # the card has read it already
+    run_config = json.loads((run_dir / RUN_CONFIG_NAME).read_text())  # the card has read it already
     config.setdefault(TRAIN_PATIENTS_KEY, sorted(run_config["train_patients"]))
     (out / CONFIG_NAME).write_text(json.dumps(transformers_compatible(config), indent=2) + "\n")
     shutil.copy2(model_dir / WEIGHTS_NAME, out / WEIGHTS_NAME)
     for optional in (CALIBRATION_NAME, SHIFT_PROTOCOL_NAME):
         if (model_dir / optional).is_file():
             shutil.copy2(model_dir / optional, out / optional)
-    for plot in present_plots(model_dir.parent):
+    for plot in present_plots(run_dir):
         shutil.copy2(plot, out / plot.name)
     return sorted(p.name for p in out.iterdir())
 
 
-def push(model_dir: str | Path, repo_id: str, *, private: bool = False, out: str | Path | None = None) -> str:
-    """Build the repo folder and upload it as one commit; return the commit URL."""
+def push(
+    model_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    out: str | Path | None = None,
+    run_dir: str | Path | None = None,
+) -> CommitInfo:
+    """Build the repo folder and upload it as one commit; return the commit (its URL; ``oid``, its revision)."""
     check_repo_id(repo_id)
     folder = new_folder(out)
+    run_dir = Path(model_dir).parent if run_dir is None else Path(run_dir)
     try:
-        build_model_repo(model_dir, folder, repo_id=repo_id)
+        build_model_repo(model_dir, folder, repo_id=repo_id, run_dir=run_dir)
         return upload(
             folder,
             repo_id,
             repo_type="model",
             private=private,
             delete_patterns=_OPTIONAL_FILES,
-            commit_message=f"Upload {Path(model_dir).parent.name} model",
+            commit_message=f"Upload the model of {run_dir.name}",
         )
     finally:
         if out is None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def dry_run(model_dir: str | Path, repo_id: str, *, out: str | Path | None = None) -> str:
+def dry_run(
+    model_dir: str | Path, repo_id: str, *, out: str | Path | None = None, run_dir: str | Path | None = None
+) -> str:
     check_repo_id(repo_id)
     folder = new_folder(out)
-    files = build_model_repo(model_dir, folder, repo_id=repo_id)
+    files = build_model_repo(model_dir, folder, repo_id=repo_id, run_dir=run_dir)
     return f"Dry run: {repo_id} would get {', '.join(files)}, written to {folder}"
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx2
-from huggingface_hub import HfApi, get_token
+from huggingface_hub import CommitInfo, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled, RepositoryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
@@ -69,11 +69,14 @@ def upload(
     repo_type: str,
     private: bool = False,
     space_sdk: str | None = None,
+    space_variables: dict[str, str] | None = None,
     delete_patterns: list[str] | None = None,
     commit_message: str,
-) -> str:
-    """Create ``repo_id`` if needed and upload ``folder`` as one commit; return the commit's URL.
+) -> CommitInfo:
+    """Create ``repo_id`` if needed and upload ``folder`` as one commit; return the commit (a str, its URL; its
+    ``oid`` is the revision to pin).
 
+    ``space_variables`` are set in a Space's settings, where its app reads them from the environment.
     ``delete_patterns`` removes remote files matching them that this commit doesn't bring again (stale plots,
     a calibration.json that no longer applies).
     """
@@ -85,6 +88,8 @@ def upload(
     try:
         api = HfApi()
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type, **extra)
+        for key, value in (space_variables or {}).items():
+            api.add_space_variable(repo_id, key, value)
         commit = api.upload_folder(
             repo_id=repo_id,
             folder_path=folder,
@@ -97,7 +102,7 @@ def upload(
         message = _explain(error, repo_id) or f"Upload to {repo_id} failed ({type(error).__name__}: {first_line})"
         # `from None`: the original exception (whose text may hold the token) must not be printed with it.
         raise HubError(scrub(message, token)) from None
-    return commit.commit_url
+    return commit
 
 
 def _explain(error: Exception, repo_id: str) -> str | None:

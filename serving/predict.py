@@ -1,13 +1,14 @@
 """The served model set and its predictions: calibrated probabilities, verdicts, ensembles and latency.
 
-Each model is loaded through :func:`cnmc.load.load_model` from its registry source (the shipped folder when
-present, else the Hub repo, which is served from the cache when offline). A model that can't be loaded stays in
-the set with the reason, so the app can say so and still start.
+Each model is loaded from its registry source (the shipped folder when it holds weights, else the Hub repo at its
+pinned revision, served from the cache when offline). A model that can't be loaded stays in the set with the
+reason, so the app can say so and still start; the log says for each where it came from, or why it is unavailable.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -23,10 +24,12 @@ from cnmc import training_range
 from cnmc.calibration import calibrated
 from cnmc.decision import calls_all
 from cnmc.export import CONFIG_NAME, TRAINING_RANGE_KEY
-from cnmc.load import LoadedModel, load_model, read_shift_protocol
+from cnmc.load import LoadedModel, read_shift_protocol
 from cnmc.preprocessing import flip_averaged
 from serving import fast
 from serving.registry import MODELS, RegisteredModel
+
+_log = logging.getLogger(__name__)  # one line per model at start-up: where it came from and how it runs, or why not
 
 ALL_INDEX = 1  # C-NMC's class order is ["hem", "all"]
 # Calibrated P(ALL) inside this band is too close to call: the verdict defers to an expert.
@@ -127,12 +130,13 @@ def load_models(
         raise ValueError(f"Unknown precision {precision!r} (CNMC_PRECISION): use one of {', '.join(PRECISIONS)}")
     served = []
     for entry in registered:
-        model = ServedModel(entry.display_name, entry.source)
+        model = ServedModel(entry.display_name, entry.origin)
         try:
-            model.loaded = load_model(entry.source)
+            model.loaded = entry.load()
             model.runner, model.reason = _choose_runner(model.loaded, parity_images, precision)
         except Exception as error:  # whatever one model's files do (safetensors has its own errors), the app starts
             model.reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        _log.info("%s: %s", model.name, f"{model.status}, from {model.source}" if model.available else model.status)
         served.append(model)
     return served
 

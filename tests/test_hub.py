@@ -5,8 +5,12 @@ to a fake ``HfApi`` (its two network methods replaced).
 """
 
 import json
+import logging
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx2
@@ -15,15 +19,15 @@ import timm
 import torch
 import yaml
 from conftest import CNMC_ROOT
-from huggingface_hub import HfApi, constants
-from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+from huggingface_hub import CommitInfo, HfApi, constants
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from PIL import Image
 
 from cnmc.backbones import BACKBONES, create_model
 from cnmc.export import LABEL_NAMES, export_model, imagenet_tag, transformers_compatible, weights_tag
-from cnmc.load import ModelLoadError, load_model
+from cnmc.load import NETWORK_ERROR, NOT_PUBLISHED, OFFLINE, ModelLoadError, load_model
 from cnmc.preprocessing import eval_transform
-from hub import push, push_space
+from hub import publish, push, push_space
 from hub.card import model_card
 from serving import registry
 
@@ -104,10 +108,16 @@ def fake_hub(monkeypatch) -> list:
         root = Path(kwargs["folder_path"])
         files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
         calls.append(("upload_folder", kwargs, files))
-        return type("Commit", (), {"commit_url": f"https://huggingface.co/{kwargs['repo_id']}/commit/abc"})()
+        sha = f"{len(calls):040x}"
+        url = f"https://huggingface.co/{kwargs['repo_id']}/commit/abc{sha}"
+        return CommitInfo(commit_url=url, commit_message=kwargs["commit_message"], commit_description="", oid=sha)
+
+    def add_space_variable(self, repo_id, key, value, **kwargs):
+        calls.append(("add_space_variable", {"repo_id": repo_id, key: value}, None))
 
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.setattr(HfApi, "add_space_variable", add_space_variable)
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     return calls
 
@@ -174,8 +184,8 @@ def test_round_trip_gives_the_same_logits(run, original):
     assert torch.allclose(logits(from_timm, x), expected, atol=1e-5)
 
 
-def _cache_with(run: Path, cache: Path, repo_id: str) -> None:
-    """Lay the export out as huggingface_hub caches a downloaded repo."""
+def _cache_with(run: Path, cache: Path, repo_id: str) -> str:
+    """Lay the export out as huggingface_hub caches a downloaded repo; return the revision."""
     revision = "0123456789abcdef0123456789abcdef01234567"
     storage = cache / f"models--{repo_id.replace('/', '--')}"
     snapshot = storage / "snapshots" / revision
@@ -184,6 +194,7 @@ def _cache_with(run: Path, cache: Path, repo_id: str) -> None:
         (snapshot / file.name).write_bytes(file.read_bytes())
     (storage / "refs").mkdir()
     (storage / "refs" / "main").write_text(revision)
+    return revision
 
 
 def test_offline_load_by_repo_id_from_the_cache(run, original, tmp_path, monkeypatch):
@@ -206,27 +217,37 @@ def test_offline_without_a_cached_copy_says_so(tmp_path, monkeypatch):
         load_model("cnmc-test/not-cached")
     message = str(caught.value)
     assert "HF_HUB_OFFLINE" in message and "cnmc-test/not-cached" in message and "\n" not in message
+    assert caught.value.kind == OFFLINE
 
 
 @pytest.mark.parametrize(
-    ("failure", "expected"),
+    ("failure", "kind", "expected"),
     [
-        (httpx2.ConnectError("[Errno -3] Temporary failure in name resolution"), "Could not reach"),
+        (httpx2.ConnectError("[Errno -3] Temporary failure in name resolution"), OFFLINE, "Could not reach"),
         (
             RepositoryNotFoundError("404 Repository Not Found", response=httpx2.Response(404, request=_REQUEST)),
+            NOT_PUBLISHED,
             "not found",
         ),
+        (
+            RevisionNotFoundError("404 Revision Not Found", response=httpx2.Response(404, request=_REQUEST)),
+            NOT_PUBLISHED,
+            "no such revision",
+        ),
+        (HfHubHTTPError("502 Bad Gateway", response=httpx2.Response(502, request=_REQUEST)), NETWORK_ERROR, "HTTP 502"),
     ],
 )
-def test_online_failures_name_the_repo(tmp_path, monkeypatch, failure, expected):
+def test_online_failures_name_the_repo_and_what_kind_they_are(tmp_path, monkeypatch, failure, kind, expected):
     def repo_info(self, *args, **kwargs):  # the first request snapshot_download makes
         raise failure
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(HfApi, "repo_info", repo_info)
     with pytest.raises(ModelLoadError, match=expected) as caught:
-        load_model("cnmc-test/elsewhere", cache_dir=tmp_path)
-    assert "cnmc-test/elsewhere" in str(caught.value) and "\n" not in str(caught.value)
+        load_model("cnmc-test/elsewhere@0123abc", cache_dir=tmp_path)
+    message = str(caught.value)
+    assert caught.value.kind == kind and message.startswith(f"{kind}: ")
+    assert "cnmc-test/elsewhere@0123abc" in message and "\n" not in message
 
 
 def test_bad_local_sources_say_what_is_wrong(tmp_path):
@@ -413,8 +434,9 @@ def test_space_dry_run_pins_gradio_and_lists_the_four_models(tmp_path):
 
 def test_space_push_creates_a_gradio_space(fake_hub):
     assert push_space.main(["--repo-id", "cnmc-test/app"]) == 0
-    (_, created, _), (_, uploaded, files) = fake_hub
+    (_, created, _), (_, variable, _), (_, uploaded, files) = fake_hub
     assert created["repo_type"] == "space" and created["space_sdk"] == "gradio"
+    assert variable == {"repo_id": "cnmc-test/app", "CNMC_HUB_ORG": registry.HUB_ORG}  # whose models its app loads
     assert uploaded["repo_type"] == "space" and {"app.py", "requirements.txt", "README.md"} <= set(files)
 
 
@@ -424,7 +446,57 @@ def test_registry_has_the_four_backbones():
     assert [m.local_dir for m in registry.MODELS] == [registry.MODELS_DIR / b.thesis_name for b in BACKBONES]
     assert len({m.repo_id for m in registry.MODELS}) == 4
     assert all(m.repo_id.startswith(f"{registry.HUB_ORG}/") for m in registry.MODELS)
-    assert registry.registered_model("vgg19").source == registry.registered_model("VGG19").repo_id
+    assert registry.registered_model("mobilenetv2").source == str(registry.MODELS_DIR / "mobilenetv2")  # shipped
+
+
+def test_a_model_neither_shipped_nor_pinned_is_not_published_and_never_fetched(monkeypatch):
+    def repo_info(self, *args, **kwargs):
+        raise AssertionError("an unpinned repo must not be looked up: anyone could own it")
+
+    monkeypatch.setattr(HfApi, "repo_info", repo_info)
+    (vgg19,) = [m for m in registry.registered_models(revisions={}) if m.display_name == "VGG19"]
+    assert not vgg19.shipped and vgg19.source is None and vgg19.origin == vgg19.repo_id
+    with pytest.raises(ModelLoadError) as caught:
+        vgg19.load()
+    assert caught.value.kind == NOT_PUBLISHED and vgg19.repo_id in str(caught.value)
+
+
+def test_a_published_model_loads_at_its_pinned_revision_offline(run, original, tmp_path, monkeypatch):
+    revision = _cache_with(run, tmp_path, "cnmc-test/cnmc-vgg19")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    models = registry.registered_models(org="cnmc-test", revisions={"cnmc-test/cnmc-vgg19": revision})
+    (vgg19,) = [m for m in models if m.display_name == "VGG19"]
+    assert vgg19.source == f"hf-hub:cnmc-test/cnmc-vgg19@{revision}"
+    assert vgg19.origin == f"cnmc-test/cnmc-vgg19@{revision}"
+    loaded = vgg19.load()
+    assert loaded.folder.name == revision and loaded.temperature == 1.5
+    image = Image.open(CELL).convert("RGB")
+    assert torch.allclose(logits(loaded.model, loaded.transform(image)), logits(original, loaded.transform(image)))
+    unknown = registry.RegisteredModel("VGG19", "vgg19_bn", tmp_path / "none", "cnmc-test/cnmc-vgg19", "f" * 40)
+    with pytest.raises(ModelLoadError) as caught:  # a revision the cache lacks: offline, not served from another
+        unknown.load()
+    assert caught.value.kind == OFFLINE
+
+
+def test_one_setting_names_the_organisation():
+    code = "from serving import registry; print(*(m.repo_id for m in registry.MODELS))"
+    env = {**os.environ, "CNMC_HUB_ORG": "someone-else"}
+    ids = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert ids.split() == [f"someone-else/cnmc-{b.thesis_name}" for b in BACKBONES]
+
+
+def test_start_up_logs_one_line_per_model(run, tmp_path, caplog):
+    from serving.predict import load_models
+
+    shipped = registry.RegisteredModel("Tiny", "mobilenetv2_100", run / "model", "cnmc-test/cnmc-tiny")
+    missing = registry.RegisteredModel("Gone", "vgg19_bn", tmp_path / "gone", "cnmc-test/cnmc-gone")
+    with caplog.at_level(logging.INFO, logger="serving.predict"):
+        load_models([shipped, missing], precision="fp32")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Tiny: available (fp32, T = 1.50), from {run / 'model'}",
+        "Gone: unavailable: not published yet: gone/ holds no weights and no Hub revision of cnmc-test/cnmc-gone "
+        "is recorded (serving/hub_revisions.json; `python -m hub.publish` records it)",
+    ]
 
 
 def test_channels_last_model_exports_and_loads_back(tmp_path):
@@ -436,3 +508,67 @@ def test_channels_last_model_exports_and_loads_back(tmp_path):
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
         assert torch.allclose(loaded.model(x), fast(x), atol=1e-5)
+
+
+# --- Publishing everything ------------------------------------------------------------------------------
+
+SHIPPED = [m for m in registry.MODELS if m.shipped]
+UNSHIPPED = [m for m in registry.MODELS if not m.shipped]
+
+
+def test_publish_dry_run_writes_every_repo_and_reports_the_models_without_weights(tmp_path, capsys):
+    out = tmp_path / "publish"
+    assert publish.main(["--org", "cnmc-test", "--dry-run", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    names = {f"cnmc-{m.local_dir.name}" for m in SHIPPED}
+    assert SHIPPED and {p.name for p in out.iterdir()} == names | {"cnmc-all-detector"}
+    for model in SHIPPED:
+        repo = out / f"cnmc-{model.local_dir.name}"
+        plots = {p.name for p in model.local_dir.glob("*.png")}
+        assert {p.name for p in repo.iterdir()} == {"README.md", "config.json", "model.safetensors", *plots} | {
+            p.name for p in model.local_dir.glob("*.json") if p.name != "config.json"
+        }
+        assert (repo / "model.safetensors").read_bytes() == (model.local_dir / "model.safetensors").read_bytes()
+        card = (repo / "README.md").read_text()
+        assert f'load_model("cnmc-test/cnmc-{model.local_dir.name}")' in card and "cnmc-all-detector/" not in card
+        assert all(f"]({plot})" in card for plot in plots)  # relative links, resolved beside the card
+        assert f"cnmc-test/cnmc-{model.local_dir.name}: would get" in printed
+    for model in UNSHIPPED:  # reported, not silently dropped
+        assert f"cnmc-test/cnmc-{model.local_dir.name}: skipped: models/{model.local_dir.name} holds no" in printed
+    space = out / "cnmc-all-detector"
+    meta = front_matter(space / "README.md")
+    assert meta["sdk"] == "gradio" and meta["models"] == [f"cnmc-test/cnmc-{b.thesis_name}" for b in BACKBONES]
+    assert (space / "app.py").is_file() and (space / "serving" / "hub_revisions.json").is_file()
+    assert not (space / "Dockerfile").exists() and "Space cnmc-test/cnmc-all-detector: would get" in printed
+
+
+def test_publish_dry_run_of_a_docker_space(tmp_path):
+    out = tmp_path / "publish"
+    assert publish.main(["--org", "cnmc-test", "--dry-run", "--out", str(out), "--docker", "--space", "app"]) == 0
+    meta = front_matter(out / "app" / "README.md")
+    assert meta["sdk"] == "docker" and meta["app_port"] == 7860 and "sdk_version" not in meta
+    assert (out / "app" / "Dockerfile").read_bytes() == (registry.ROOT / "Dockerfile").read_bytes()
+
+
+def test_publish_uploads_each_model_pins_its_commit_then_the_space(fake_hub, tmp_path, capsys):
+    revisions = tmp_path / "hub_revisions.json"
+    assert publish.main(["--org", "not an org!", "--dry-run"]) == 2  # refused before anything is built
+    assert "Invalid repo id" in capsys.readouterr().err
+    print(publish.publish("cnmc-test", revisions_file=revisions))
+    uploads = [(kwargs["repo_id"], kwargs["repo_type"], files) for name, kwargs, files in fake_hub if files]
+    assert [(repo, kind) for repo, kind, _ in uploads] == [
+        *((f"cnmc-test/cnmc-{m.local_dir.name}", "model") for m in SHIPPED),
+        ("cnmc-test/cnmc-all-detector", "space"),
+    ]
+    assert all("model.safetensors" in files for _, kind, files in uploads if kind == "model")
+    pinned = json.loads(revisions.read_text())
+    assert set(pinned) == {f"cnmc-test/cnmc-{m.local_dir.name}" for m in SHIPPED}
+    models = registry.registered_models("cnmc-test", pinned)
+    assert all(m.revision == pinned[m.repo_id] for m in models if m.repo_id in pinned)
+    assert (
+        "add_space_variable",
+        {"repo_id": "cnmc-test/cnmc-all-detector", "CNMC_HUB_ORG": "cnmc-test"},
+        None,
+    ) in fake_hub
+    printed = capsys.readouterr().out
+    assert all(f"pinned at {sha}" in printed for sha in pinned.values()) and "skipped" in printed
