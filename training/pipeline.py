@@ -96,7 +96,7 @@ def evaluation_steps(args: argparse.Namespace) -> list[Step]:
             Step(
                 f"{backbone}: size test",
                 [*python, "training.size_baseline", "--data-dir", str(args.data_dir), "--cv-split", str(args.cv_split)]
-                + ["--output", str(size_baseline), "--predictions", str(predictions)],
+                + ["--output", str(size_baseline), "--predictions", str(predictions), "--num-proc", str(args.num_proc)],
             ),
         ]
     folds = [str(run_folder(args, b, f"cv{k}")) for b in args.backbones for k in range(FOLDS)]
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--img-size", type=int, help="default: the backbone's input size")
     parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--num-workers", type=int, default=3, help="each run's loader workers")
+    parser.add_argument("--num-proc", type=int, default=min(4, os.cpu_count() or 1), help="the size test's processes")
     parser.add_argument(
         "--mixed-precision", choices=["no", "fp16", "bf16"], default="bf16" if torch.cuda.is_available() else "no"
     )
