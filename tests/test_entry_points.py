@@ -21,4 +21,4 @@ def test_each_command_answers_help(command, capsys):
 def test_the_training_pipeline_and_publishing_are_all_declared():
     targets = {target.split(":")[0] for target in SCRIPTS.values()}
     publishing = {"hub.push", "hub.push_space", "hub.publish", "hub.card"}
-    assert {"training.train", "training.evaluate", "training.crossval", *publishing} <= targets
+    assert {"training.pipeline", "training.train", "training.evaluate", "training.crossval", *publishing} <= targets
