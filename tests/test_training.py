@@ -88,8 +88,9 @@ def test_the_ema_weights_are_what_is_scored_and_exported(trained):
     exported = load_file(trained / "model" / "model.safetensors")
     raw = load_file(trained / "checkpoints" / "last" / "model.safetensors")  # the optimizer's own weights
     ema = torch.load(trained / "checkpoints" / "last" / "custom_checkpoint_0.pkl", weights_only=False)
-    assert all(torch.equal(exported[k], ema[f"module.{k}"]) for k in exported)
-    assert not all(torch.equal(exported[k], raw[k]) for k in exported)
+    # The export stores them in half precision (cnmc.export.STORED_DTYPE).
+    assert all(torch.equal(exported[k], ema[f"module.{k}"].to(exported[k].dtype)) for k in exported)
+    assert not all(torch.equal(exported[k], raw[k].to(exported[k].dtype)) for k in exported)
 
 
 def test_evaluate_cli_scores_the_saved_model(trained, tmp_path):
@@ -125,6 +126,8 @@ def test_evaluate_flags_patients_seen_in_training(trained, tmp_path, caplog):
     """The model folder records its training patients, so the check travels with it (to models/ or the Hub)."""
     config = json.loads((trained / "model" / "config.json").read_text())
     assert config["train_patients"] == json.loads((trained / "run_config.json").read_text())["train_patients"]
+    # So does the range of its training cells' size and stain, which the app checks a cell against.
+    assert config["training_range"]["cells"] == json.loads((trained / "run_config.json").read_text())["train_cells"]
     moved = tmp_path / "moved"
     shutil.copytree(trained / "model", moved / "model")  # away from its run_config.json
     output = tmp_path / "train.json"
@@ -192,6 +195,9 @@ def test_resume_continues_exactly(tmp_path):
     assert train.main([*common, "--output-dir", str(straight)]) == 0
     assert train.main([*common, "--output-dir", str(resumed), "--stop-after", "1"]) == 0
     assert json.loads((resumed / "checkpoints" / "last" / "trainer_state.json").read_text())["epoch"] == 1
+    # Nothing in the checkpoint is unpickled on --resume: the EMA copy travels as safetensors.
+    checkpoint = resumed / "checkpoints" / "last"
+    assert (checkpoint / train.EMA_STATE).is_file() and not list(checkpoint.glob("custom_checkpoint*"))
     assert train.main([*common, "--output-dir", str(resumed), "--resume"]) == 0
     a = load_file(straight / "checkpoints" / "last" / "model.safetensors")
     b = load_file(resumed / "checkpoints" / "last" / "model.safetensors")

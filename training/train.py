@@ -30,6 +30,7 @@ import datasets
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
 from sklearn.metrics import accuracy_score, f1_score
 from timm.optim import create_optimizer_v2
 from timm.utils import ModelEmaV3
@@ -42,6 +43,7 @@ from cnmc.cells import CLASS_NAMES
 from cnmc.export import export_model
 from cnmc.load import load_model
 from cnmc.preprocessing import CellNormalization, eval_transform
+from cnmc.training_range import measure, training_range
 from training import atomic
 from training.calibrate import calibrate
 from training.data import CNMCDataError, add_data_arguments, load_from_args
@@ -54,6 +56,9 @@ from training.splits import split_by_folds, split_cv_fold
 from training.transforms import Augmentation, BatchAugment, decoder, mix_batch
 
 logger = logging.getLogger(__name__)
+# The EMA copy is checkpointed as safetensors beside Accelerate's state, which it loads with weights_only=True:
+# registered as a custom checkpoint instead, --resume would unpickle it, running whatever code a run folder holds.
+EMA_STATE = "ema.safetensors"
 LOSS_SHOWN_EVERY = 20  # steps between progress-bar loss updates, each of which waits for the GPU
 METRIC_COLUMNS = [
     "epoch",
@@ -223,6 +228,13 @@ def run_config(
     }
 
 
+def measured_range(train_set: datasets.Dataset) -> dict:
+    """The training cells' range of size and stain: the model folder keeps it, and the app flags cells outside it."""
+    cells = train_set.select_columns(["image"])
+    measures = (measure(row["image"]) for row in tqdm(cells, desc="Measuring the training cells", leave=False))
+    return training_range(m for m in measures if m is not None)
+
+
 def train(args: argparse.Namespace) -> Path:
     recipe = build_recipe(args.preset, vars(args))
     out = Path(args.output_dir)
@@ -305,8 +317,6 @@ def train(args: argparse.Namespace) -> Path:
     if val_loader is not None:
         val_loader = accelerator.prepare(val_loader)
     ema = ModelEmaV3(accelerator.unwrap_model(model), decay=recipe.ema_decay) if recipe.ema_decay else None
-    if ema is not None:
-        accelerator.register_for_checkpointing(ema)
     weight = class_weights(train_set["label"]).to(accelerator.device) if recipe.class_weights else None
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=recipe.label_smoothing)
 
@@ -314,6 +324,11 @@ def train(args: argparse.Namespace) -> Path:
     rows = load_metrics(out / runs.METRICS) if args.resume else []
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
+        if ema is not None:
+            ema_file = resume_from / EMA_STATE
+            if not ema_file.is_file():
+                raise ValueError(f"--resume: {ema_file} is missing (a checkpoint older than the EMA's own file)")
+            ema.load_state_dict(load_file(ema_file, device=str(accelerator.device)))
         state = json.loads((resume_from / "trainer_state.json").read_text())
         start_epoch, best_f1 = state["epoch"], state["best_f1"]
         rows = rows[:start_epoch]
@@ -321,6 +336,7 @@ def train(args: argparse.Namespace) -> Path:
     config = run_config(args, recipe, train_set, val_set, val_description, accelerator, device_cache)
     if accelerator.is_main_process:
         atomic.write_text(out / runs.RUN_CONFIG, json.dumps(config, indent=2) + "\n")
+        cell_range = measured_range(train_set)
 
     for epoch in range(start_epoch, recipe.epochs):
         set_seed(args.seed + epoch)  # a resumed run sees the same shuffles and augmentations
@@ -399,6 +415,7 @@ def train(args: argparse.Namespace) -> Path:
                     tmp,
                     train_patients=config["train_patients"],
                     cell_normalization=normalization,
+                    training_range=cell_range,
                 )
                 atomic.replace_dir(tmp, out / runs.MODEL)
                 if val_loader is not None:
@@ -426,6 +443,8 @@ def train(args: argparse.Namespace) -> Path:
         if (epoch + 1) % args.checkpoint_every == 0 or epoch + 1 == recipe.epochs or stopping:
             tmp_state = last.with_name("last.tmp")
             accelerator.save_state(str(tmp_state))
+            if ema is not None and accelerator.is_main_process:
+                save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, tmp_state / EMA_STATE)
             if accelerator.is_main_process:
                 state = {"epoch": epoch + 1, "best_f1": best_f1}
                 atomic.write_text(tmp_state / "trainer_state.json", json.dumps(state))
