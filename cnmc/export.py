@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -30,6 +31,11 @@ TRAIN_PATIENTS_KEY = "train_patients"
 CELL_NORMALIZATION_KEY = "cell_normalization"
 # config.json's range of cell size and stain among the training cells (cnmc.training_range), for the app's warning.
 TRAINING_RANGE_KEY = "training_range"
+# model.safetensors stores the weights in half precision: half the size, and the probabilities of the shipped
+# model move by at most 0.001 on the fixture cells (tests/test_model_cards.py). timm casts them back on loading.
+STORED_DTYPE = torch.float16
+# config.json's precision to compute in (transformers' name for it); timm ignores it.
+DTYPE_KEY = "dtype"
 # pretrained_cfg's tag names the weights (timm's ARCHITECTURE.TAG): those trained here, not the ImageNet weights
 # that the architecture's default tag names. From scratch: "cnmc"; fine-tuned from ImageNet weights TAG:
 # "TAG_ft_cnmc", as timm names its fine-tunes (augreg_in21k_ft_in1k).
@@ -38,6 +44,12 @@ _FINE_TUNED = f"_ft_{TRAINED_TAG}"
 # What label_names, and so transformers' id2label and the Hub's widget, call each class of cnmc.cells.CLASS_NAMES:
 # the dataset's folder names alone, `hem` and `all`, read as plain words.
 LABEL_NAMES = {"hem": "HEM (healthy)", "all": "ALL (leukaemia)"}
+
+
+def _fits(model: torch.nn.Module, dtype: torch.dtype) -> bool:
+    """Whether every floating-point weight of ``model`` stays finite in ``dtype``."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    return all(torch.isfinite(t.to(dtype)).all() or not torch.isfinite(t).all() for t in tensors)
 
 
 def weights_tag(imagenet_tag: str | None, *, pretrained: bool) -> str:
@@ -85,6 +97,7 @@ def export_model(
     cell_normalization: CellNormalization | None = None,
     training_range: dict | None = None,
     extra_files: Iterable[str | Path] = (),
+    dtype: torch.dtype | None = STORED_DTYPE,
 ) -> Path:
     """Save ``model`` to ``folder`` as ``config.json`` + ``model.safetensors``; copy ``extra_files`` beside them.
 
@@ -93,16 +106,25 @@ def export_model(
     ``train_patients`` go into config.json (:data:`TRAIN_PATIENTS_KEY`), and so does ``cell_normalization``
     (:data:`CELL_NORMALIZATION_KEY`), the preprocessing that runs before timm's own, and ``training_range``
     (:data:`TRAINING_RANGE_KEY`, from :func:`cnmc.training_range.measure_folder`). ``extra_files`` is for files
-    that travel with the weights, such as ``calibration.json``.
+    that travel with the weights, such as ``calibration.json``. ``dtype`` is the precision the floating-point
+    weights are stored in (None: the model's own); loaders compute in the model's own precision, which config.json
+    records as ``dtype``.
     """
     folder = Path(folder)
+    computed = next((t.dtype for t in model.state_dict().values() if t.is_floating_point()), torch.float32)
+    if dtype is not None and not _fits(model, dtype):
+        warnings.warn(f"Weights beyond the range of {dtype}: stored in {computed} instead", stacklevel=2)
+        dtype = None
     names = list(label_names or (LABEL_NAMES.get(n, n) for n in model.pretrained_cfg.get("label_names") or CLASS_NAMES))
-    if any(not t.is_contiguous() for t in model.state_dict().values()):
-        # GPU training runs channels_last; safetensors stores only contiguous tensors, in the standard layout.
-        model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    if dtype is not None or any(not t.is_contiguous() for t in model.state_dict().values()):
+        # A copy: GPU training runs channels_last, and safetensors stores only contiguous tensors, in the standard
+        # layout; and stored in half precision, the weights are cast back to the model's when loaded.
+        model = copy.deepcopy(model).to(dtype=dtype, memory_format=torch.contiguous_format)
     timm.models.save_for_hf(model, folder, model_config={"label_names": names}, safe_serialization=True)
     config_path = folder / CONFIG_NAME
     config = json.loads(config_path.read_text())
+    # transformers' from_pretrained would otherwise compute in the precision the weights are stored in.
+    config[DTYPE_KEY] = str(computed).removeprefix("torch.")
     if train_patients is not None:
         config[TRAIN_PATIENTS_KEY] = sorted(train_patients)
     if cell_normalization is not None:

@@ -22,6 +22,7 @@ from conftest import CNMC_ROOT
 from huggingface_hub import CommitInfo, HfApi, constants
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from PIL import Image
+from safetensors import safe_open
 
 from cnmc.backbones import BACKBONES, create_model
 from cnmc.export import LABEL_NAMES, export_model, imagenet_tag, transformers_compatible, weights_tag
@@ -91,9 +92,10 @@ def run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def original(run) -> torch.nn.Module:
-    """The model as training held it, rebuilt from the same seed."""
+    """The model as training held it, rebuilt from the same seed, its weights rounded to the half precision that
+    the export stores them in (and computing in full precision, as every loader does)."""
     torch.manual_seed(0)
-    return create_model("mobilenetv2", pretrained=False, img_size=64).eval()
+    return create_model("mobilenetv2", pretrained=False, img_size=64).eval().half().float()
 
 
 @pytest.fixture
@@ -136,6 +138,7 @@ def logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def test_export_config_suits_timm_and_transformers(run):
     config = json.loads((run / "model" / "config.json").read_text())
+    assert config["dtype"] == "float32"  # transformers computes in it, though the weights are stored in float16
     assert config["num_classes"] == 2 and config["label_names"] == ["HEM (healthy)", "ALL (leukaemia)"]
     assert config["pretrained_cfg"]["tag"] == "cnmc"  # trained from scratch: not timm's ImageNet tag ra_in1k
     assert "num_classes" not in config.get("model_args", {})  # transformers passes it itself
@@ -503,11 +506,22 @@ def test_channels_last_model_exports_and_loads_back(tmp_path):
     """GPU training runs channels_last; the export must still hold plain weights that load back identically."""
     model = create_model("mobilenetv2", pretrained=False, img_size=64).eval()
     fast = model.to(memory_format=torch.channels_last)
-    export_model(fast, tmp_path / "model")
+    export_model(fast, tmp_path / "model", dtype=None)
     loaded = load_model(str(tmp_path / "model"))
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
         assert torch.allclose(loaded.model(x), fast(x), atol=1e-5)
+
+
+def test_weights_half_precision_cannot_hold_are_stored_in_full(tmp_path):
+    model = create_model("mobilenetv2", pretrained=False, img_size=64).eval()
+    with torch.no_grad():
+        model.classifier.bias[0] = 1e6  # beyond float16's 65504
+    with pytest.warns(UserWarning, match="beyond the range of torch.float16"):
+        export_model(model, tmp_path / "model")
+    with safe_open(tmp_path / "model" / "model.safetensors", "pt") as weights:
+        assert weights.get_tensor("classifier.bias").dtype == torch.float32
+    assert load_model(str(tmp_path / "model")).model.classifier.bias[0] == 1e6
 
 
 # --- Publishing everything ------------------------------------------------------------------------------

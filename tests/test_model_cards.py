@@ -120,3 +120,45 @@ def test_card_images_resolve_in_the_apps_models_tab():
         response = client.get(link)
         assert response.status_code == 200 and response.content == (vgg19.local_dir / name).read_bytes()
     assert client.get(f"/gradio_api/file={vgg19.local_dir / 'config.json'}").status_code == 403  # only the plots
+
+
+def test_half_precision_weights_load_unchanged_and_give_the_same_probabilities(tmp_path):
+    """An fp16 export of the shipped model: timm and transformers load it as it is, computing in fp32, and the
+    app's probabilities move by less than 0.005 on every fixture cell, single-view or flip-averaged."""
+    from safetensors import safe_open
+    from transformers import pipeline
+
+    from cnmc.calibration import calibrated
+    from cnmc.export import export_model
+    from cnmc.load import load_model
+    from cnmc.preprocessing import flip_averaged
+
+    shipped = next(m for m in MODELS if m.display_name == "MobileNetV2")
+    full = load_model(str(shipped.local_dir))
+    assert next(full.model.parameters()).dtype == torch.float32
+    folder = export_model(full.model, tmp_path / "fp16", extra_files=[shipped.local_dir / "calibration.json"])
+    with safe_open(folder / "model.safetensors", "pt") as weights:
+        assert {weights.get_tensor(k).dtype for k in weights.keys()} == {torch.float16, torch.int64}
+    size = (folder / "model.safetensors").stat().st_size
+    assert size < 0.51 * (shipped.local_dir / "model.safetensors").stat().st_size
+    half = load_model(str(folder))
+    from_timm = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    assert next(half.model.parameters()).dtype == next(from_timm.parameters()).dtype == torch.float32
+    cells = sorted(CNMC_ROOT.glob("*/*/*/*"))
+    images = [Image.open(p).convert("RGB") for p in cells]
+    x = torch.stack([full.transform(image) for image in images])
+    assert len(cells) >= 40 and torch.equal(x, torch.stack([half.transform(image) for image in images]))
+    with torch.inference_mode():
+        for flips in (False, True):
+            full_p, half_p = (
+                flip_averaged(lambda v, m=m: calibrated(m.model(v), m.temperature), x)
+                if flips
+                else calibrated(m.model(x), m.temperature)
+                for m in (full, half)
+            )
+            assert (full_p - half_p).abs().max() < 0.005
+        assert torch.allclose(from_timm(x), half.model(x))
+    classifier = pipeline("image-classification", model=str(folder))
+    assert classifier.model.dtype == torch.float32
+    scores = {p["label"]: p["score"] for p in classifier(images[0])}
+    assert abs(scores["ALL (leukaemia)"] - calibrated(full.model(x[:1]), None)[0, 1].item()) < 0.005

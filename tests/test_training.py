@@ -15,6 +15,7 @@ from conftest import FIXTURES
 from safetensors.torch import load_file
 
 from cnmc.calibration import calibrated_prob_all
+from cnmc.export import STORED_DTYPE
 from cnmc.load import load_model
 from cnmc.preprocessing import flip_averaged
 from training import ensemble, evaluate, train
@@ -343,8 +344,9 @@ def test_thesis_preset_trains_the_thesis_recipe(tmp_path):
 
 
 @pytest.mark.slow
-def test_bf16_mixed_precision_trains_and_exports_fp32_weights(tmp_path):
-    """The CPU runs of results/ trained this way: autocast in bf16, master weights and the export in fp32.
+def test_bf16_mixed_precision_trains_and_exports_no_bf16_weights(tmp_path):
+    """The CPU runs of results/ trained this way: autocast in bf16, master weights in fp32, the export in the
+    precision it stores (cnmc.export.STORED_DTYPE) and computing in fp32.
 
     In a process of its own: accelerate keeps one precision per process, and this one's runs used none.
     """
@@ -354,7 +356,8 @@ def test_bf16_mixed_precision_trains_and_exports_fp32_weights(tmp_path):
     assert json.loads((out / "run_config.json").read_text())["mixed_precision"] == "bf16"
     with (out / "metrics.csv").open() as handle:
         assert np.isfinite(float(next(csv.DictReader(handle))["train_loss"]))
-    assert {t.dtype for t in load_file(out / "model" / "model.safetensors").values()} <= {torch.float32, torch.int64}
+    assert {t.dtype for t in load_file(out / "model" / "model.safetensors").values()} <= {STORED_DTYPE, torch.int64}
+    assert json.loads((out / "model" / "config.json").read_text())["dtype"] == "float32"
 
 
 def test_best_preset_starts_training_at_chance_loss(tmp_path, trained):
