@@ -39,6 +39,11 @@ def skip_reason(model: RegisteredModel) -> str | None:
     return None
 
 
+def _on_the_hub(models: list[RegisteredModel]) -> list[str]:
+    """The repos the Space's header may list: those this run uploads, and those published before."""
+    return [m.repo_id for m in models if m.revision or not skip_reason(m)]
+
+
 def _name(model: RegisteredModel) -> str:
     return model.repo_id.split("/")[1]
 
@@ -58,7 +63,7 @@ def dry_run(org: str, *, out: str | Path | None = None, docker: bool = False, sp
         files = push.build_model_repo(model.local_dir, repo, repo_id=model.repo_id, run_dir=run_dir)
         lines.append(f"{model.repo_id}: would get {', '.join(files)}, written to {repo}")
     repo = new_folder(folder / space)
-    files = build_space_repo(repo, models=[m.repo_id for m in models], docker=docker)
+    files = build_space_repo(repo, models=_on_the_hub(models), docker=docker)
     lines.append(f"Space {space_id}: would get {', '.join(files)}, written to {repo}")
     return "Dry run, nothing uploaded:\n" + "\n".join(lines)
 
@@ -84,7 +89,7 @@ def publish(
         # Recorded at once, so that a later failure leaves the uploads before it pinned.
         record_revision(model.repo_id, commit.oid, revisions_file)
         lines.append(f"{model.repo_id}: uploaded, pinned at {commit.oid} ({commit})")
-    url = push_space(space_id, private=private, docker=docker, org=org, models=[m.repo_id for m in models])
+    url = push_space(space_id, private=private, docker=docker, org=org, models=_on_the_hub(models))
     lines.append(f"Space {space_id}: uploaded ({url})")
     lines.append(f"{revisions_file.name} records the revisions the app loads: commit it")
     return "\n".join(lines)

@@ -7,7 +7,8 @@ Usage::
 
 The Space gets app.py, requirements.txt (the app's own: no training libraries), the app's code (cnmc/, serving/),
 models/, the results table and plots that the app shows, the example cells, and a README.md whose YAML header
-pins the Gradio version of requirements.txt and lists the four model repos of :mod:`serving.registry`. With
+pins the Gradio version of requirements.txt and lists the model repos of :mod:`serving.registry` that are
+published (pinned to a revision). With
 ``--docker`` it is a Docker Space instead: the Dockerfile too, and ``sdk: docker`` in the header. Its setting
 ``CNMC_HUB_ORG`` names the organisation whose repos its app loads.
 """
@@ -75,7 +76,7 @@ def build_space_repo(
     out: Path, root: Path = ROOT, *, models: list[str] | None = None, docker: bool = False
 ) -> list[str]:
     """Write the Space's files into the empty folder ``out``; return the top-level names. ``models``: the model
-    repos its header lists (default: the registry's)."""
+    repos its header lists (default: the registry's published ones)."""
     for name in FILES + (DOCKER_FILES if docker else []):
         if not (root / name).is_file():
             raise HubError(f"{root / name} is missing: the Space needs it")
@@ -86,7 +87,7 @@ def build_space_repo(
     for path in (p for pattern in RESULTS for p in sorted(root.glob(pattern))):
         (out / path.parent.relative_to(root)).mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, out / path.relative_to(root))
-    models = [model.repo_id for model in MODELS] if models is None else models
+    models = [model.repo_id for model in MODELS if model.revision] if models is None else models
     version = None if docker else gradio_version(root / "requirements.txt")
     space_card(version, models, docker=docker).save(out / "README.md")
     return sorted(p.name for p in out.iterdir())

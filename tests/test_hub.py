@@ -418,14 +418,14 @@ def test_invalid_repo_id_is_refused_before_anything_else(fake_hub, tmp_path, cap
 # --- The Space and the registry -------------------------------------------------------------------------
 
 
-def test_space_dry_run_pins_gradio_and_lists_the_four_models(tmp_path):
+def test_space_dry_run_pins_gradio_and_lists_the_published_models(tmp_path):
     out = tmp_path / "space"
     assert push_space.main(["--repo-id", "cnmc-test/app", "--dry-run", "--out", str(out)]) == 0
     requirements = (registry.ROOT / "requirements.txt").read_text()
     gradio = re.search(r"^gradio==(\S+)$", requirements, re.MULTILINE)[1]
     meta = front_matter(out / "README.md")
     assert meta["sdk"] == "gradio" and meta["sdk_version"] == gradio and meta["app_file"] == "app.py"
-    assert meta["models"] == [m.repo_id for m in registry.MODELS] and len(meta["models"]) == 4
+    assert meta.get("models", []) == [m.repo_id for m in registry.MODELS if m.revision]  # none before publishing
     assert meta["title"] and meta["emoji"]
     for path in ("app.py", "requirements.txt", "cnmc/backbones.py", "cnmc/load.py", "serving/predict.py",
                  "examples/UID_H6_10_1_hem.webp"):  # fmt: skip
@@ -551,7 +551,7 @@ def test_publish_dry_run_writes_every_repo_and_reports_the_models_without_weight
         assert f"cnmc-test/cnmc-{model.local_dir.name}: skipped: models/{model.local_dir.name} holds no" in printed
     space = out / "cnmc-all-detector"
     meta = front_matter(space / "README.md")
-    assert meta["sdk"] == "gradio" and meta["models"] == [f"cnmc-test/cnmc-{b.thesis_name}" for b in BACKBONES]
+    assert meta["sdk"] == "gradio" and meta["models"] == [f"cnmc-test/cnmc-{m.local_dir.name}" for m in SHIPPED]
     assert (space / "app.py").is_file() and (space / "serving" / "hub_revisions.json").is_file()
     assert not (space / "Dockerfile").exists() and "Space cnmc-test/cnmc-all-detector: would get" in printed
 
