@@ -151,6 +151,16 @@ def features(image, path: str) -> list[float]:
     ]
 
 
+def measure(batch: dict) -> dict:
+    """A batch of cells' features, cell area and features after each shift of the protocol (``features@NAME``)."""
+    pairs = list(zip(batch["image"], batch["path"], strict=True))
+    measured = {"features": [features(image, path) for image, path in pairs]}
+    measured["cell_area"] = [cell_area(image) for image in batch["image"]]  # for the size test only
+    for shift in SHIFTS:  # the same cells after each shift of the protocol, scored by the same fits
+        measured[f"features@{shift.name}"] = [features(shift(image), path) for image, path in pairs]
+    return measured
+
+
 def invariance(original: np.ndarray, shifted: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     """For each feature, each shift's mean absolute change per cell over the feature's spread across cells."""
     spread = np.nanstd(original, axis=0)
@@ -170,14 +180,6 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True, help="the experiment's folder")
     parser.add_argument("--num-proc", type=int, help="processes that measure cells (default: one)")
     args = parser.parse_args()
-
-    def measure(batch: dict) -> dict:
-        pairs = list(zip(batch["image"], batch["path"], strict=True))
-        measured = {"features": [features(image, path) for image, path in pairs]}
-        measured["cell_area"] = [cell_area(image) for image in batch["image"]]  # for the size test only
-        for shift in SHIFTS:  # the same cells after each shift of the protocol, scored by the same fits
-            measured[f"features@{shift.name}"] = [features(shift(image), path) for image, path in pairs]
-        return measured
 
     data = load_cnmc(args.data_dir, verify=False).map(
         measure, batched=True, batch_size=64, num_proc=args.num_proc, desc="Measuring cells"
