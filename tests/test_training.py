@@ -88,7 +88,7 @@ def run_evaluate(trained: Path, output: Path, *selection: str) -> int:
 def test_the_ema_weights_are_what_is_scored_and_exported(trained):
     exported = load_file(trained / "model" / "model.safetensors")
     raw = load_file(trained / "checkpoints" / "last" / "model.safetensors")  # the optimizer's own weights
-    ema = torch.load(trained / "checkpoints" / "last" / "custom_checkpoint_0.pkl", weights_only=False)
+    ema = load_file(trained / "checkpoints" / "last" / train.EMA_STATE)
     # The export stores them in half precision (cnmc.export.STORED_DTYPE).
     assert all(torch.equal(exported[k], ema[f"module.{k}"].to(exported[k].dtype)) for k in exported)
     assert not all(torch.equal(exported[k], raw[k].to(exported[k].dtype)) for k in exported)
