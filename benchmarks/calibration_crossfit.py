@@ -76,7 +76,8 @@ def crossfit(predictions: pd.DataFrame, assignment: dict[str, int]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--predictions", default=ROOT / "results/cpu-mobilenetv2-zerohead-cv3/all/eval_predictions.csv.gz")
+    shipped_then = ROOT / "results/cpu-mobilenetv2-zerohead-cv3/all/eval_predictions.csv.gz"
+    parser.add_argument("--predictions", default=shipped_then)
     parser.add_argument("--cv-split", default=ROOT / "splits/cnmc_cv3_seed0.json")
     parser.add_argument("--output", default=OUTPUT)
     args = parser.parse_args(argv)

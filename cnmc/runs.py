@@ -7,6 +7,7 @@
     RUN/EVALUATION.json                 an evaluation's metrics; ``eval`` is the kept model on its validation patients
     RUN/EVALUATION_predictions.csv      its cells, one row each; committed results keep them gzipped (.csv.gz)
     RUN/EVALUATION_confusion_matrix.png and RUN/EVALUATION_roc.png
+    RUN/size_dependence.json and RUN/patients_by_size.png   how far a model's score follows cell size
 
 Evaluation, comparison, ensembles, calibration and the model card find these files through here.
 """
@@ -25,16 +26,24 @@ MODEL = "model"
 CHECKPOINTS = "checkpoints"
 EVAL = "eval"
 PREDICTIONS_SUFFIX = "_predictions.csv"
+# The size test beside a model's pooled predictions (training.size_baseline), which the card shows.
+SIZE_DEPENDENCE = "size_dependence.json"
+PATIENTS_BY_SIZE = "patients_by_size.png"
 
 
 def report_file(run_dir: str | Path, evaluation: str = EVAL) -> Path:
     return Path(run_dir) / f"{evaluation}.json"
 
 
+def plot_name(evaluation: str, kind: str) -> str:
+    """The file name of an evaluation's plot of one kind (``confusion_matrix``, ``roc``)."""
+    return f"{evaluation}_{kind}.png"
+
+
 def plot_file(report: str | Path, kind: str) -> Path:
-    """The plot of one kind (``confusion_matrix``, ``roc``) beside an evaluation's report."""
+    """That plot beside an evaluation's report."""
     report = Path(report)
-    return report.with_name(f"{report.stem}_{kind}.png")
+    return report.with_name(plot_name(report.stem, kind))
 
 
 def predictions_file(report: str | Path) -> Path:

@@ -18,25 +18,23 @@ import jinja2
 import timm
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from cnmc import runs
 from cnmc.backbones import resolve_backbone
 from cnmc.cells import CLASS_NAMES
 from cnmc.export import CELL_NORMALIZATION_KEY, CONFIG_NAME, LABEL_NAMES, imagenet_tag
 from cnmc.load import read_calibration
 from serving.registry import MODELS, ROOT
 from training.crossval import OTHER_SEED_METRICS
-from training.size_baseline import DEPENDENCE_NAME, PLOT_NAME
 
-RUN_CONFIG_NAME = "run_config.json"
 # A local path means nothing to the card's readers and can reveal the trainer's machine.
 _LOCAL_ONLY = {"data_dir"}
-EVAL_NAME = "eval.json"
-FLIPPED_EVAL_NAME = "eval_tta.json"  # the same patients, averaged over the four flips (training.crossval)
+FLIPPED_EVAL = "eval_tta"  # the same patients, averaged over the four flips (training.crossval)
 # File name -> caption; the card shows, and the repo carries, those the run has.
 PLOTS = {
-    "eval_confusion_matrix.png": "Confusion matrix on the validation patients",
-    "eval_roc.png": "ROC curve on the validation patients",
-    "training_curves.png": "Training curves",
-    PLOT_NAME: "Mean P(ALL) against mean cell area, one point per evaluated patient",
+    runs.plot_name(runs.EVAL, "confusion_matrix"): "Confusion matrix on the validation patients",
+    runs.plot_name(runs.EVAL, "roc"): "ROC curve on the validation patients",
+    runs.TRAINING_CURVES: "Training curves",
+    runs.PATIENTS_BY_SIZE: "Mean P(ALL) against mean cell area, one point per evaluated patient",
 }
 # Below this ROC-AUC among cells of about the same size, a model has learned little beyond the cell's size.
 SIZE_ONLY_AUC = 0.6
@@ -133,8 +131,8 @@ def model_card(model_dir: str | Path, *, repo_id: str, run_dir: str | Path | Non
     model_dir = Path(model_dir)
     run_dir = model_dir.parent if run_dir is None else Path(run_dir)
     config = read_json(model_dir / CONFIG_NAME, "not a model folder written by cnmc.export")
-    run = read_json(run_dir / RUN_CONFIG_NAME, "the card needs the training run's hyperparameters")
-    evaluation = read_json(run_dir / EVAL_NAME, "the card needs the saved model's validation evaluation")
+    run = read_json(run_dir / runs.RUN_CONFIG, "the card needs the training run's hyperparameters")
+    evaluation = read_json(runs.report_file(run_dir), "the card needs the saved model's validation evaluation")
     name = repo_id.split("/")[-1]
     data = ModelCardData(
         model_name=name,
@@ -162,13 +160,13 @@ def model_card(model_dir: str | Path, *, repo_id: str, run_dir: str | Path | Non
         name=name,
         repo_id=repo_id,
         **_model_facts(config, run),
-        **_evaluation_tables(evaluation, _read_optional_json(run_dir / FLIPPED_EVAL_NAME)),
+        **_evaluation_tables(evaluation, _read_optional_json(runs.report_file(run_dir, FLIPPED_EVAL))),
         plots=[(p.name, PLOTS[p.name]) for p in present_plots(run_dir)],
         calibration=read_calibration(model_dir),
         hyperparameters_table=_table(
             ["hyperparameter", "value"], _flatten({k: v for k, v in run.items() if k not in _LOCAL_ONLY})
         ),
-        size=_read_optional_json(run_dir / DEPENDENCE_NAME),
+        size=_read_optional_json(run_dir / runs.SIZE_DEPENDENCE),
         size_only_auc=SIZE_ONLY_AUC,
         dataset_url=DATASET_URL,
         citation=CITATION,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from huggingface_hub import CommitInfo
 
+from cnmc import runs
 from cnmc.export import (
     CALIBRATION_NAME,
     CONFIG_NAME,
@@ -28,7 +29,7 @@ from cnmc.export import (
     WEIGHTS_NAME,
     transformers_compatible,
 )
-from hub.card import RUN_CONFIG_NAME, model_card, present_plots
+from hub.card import model_card, present_plots
 from hub.upload import HubError, add_upload_arguments, check_repo_id, new_folder, run, upload
 
 # Files the repo may hold that a later push may no longer bring: removed in the same commit then.
@@ -53,7 +54,7 @@ def build_model_repo(model_dir: str | Path, out: Path, *, repo_id: str, run_dir:
     card.save(out / "README.md")
     config = json.loads((model_dir / CONFIG_NAME).read_text())
     # Folders exported before config.json recorded the training patients get them from their run.
-    run_config = json.loads((run_dir / RUN_CONFIG_NAME).read_text())  # the card has read it already
+    run_config = runs.read_run_config(run_dir)  # the card has read it already
     config.setdefault(TRAIN_PATIENTS_KEY, sorted(run_config["train_patients"]))
     (out / CONFIG_NAME).write_text(json.dumps(transformers_compatible(config), indent=2) + "\n")
     shutil.copy2(model_dir / WEIGHTS_NAME, out / WEIGHTS_NAME)

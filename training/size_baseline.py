@@ -43,8 +43,6 @@ from training.shifts import COLUMN_PREFIX, SHIFT_NAMES, SHIFTS, Shift, columns_o
 from training.splits import load_assignment, split_cv_fold
 
 MODEL_NAME = "cell area alone (logistic regression)"
-DEPENDENCE_NAME = "size_dependence.json"
-PLOT_NAME = "patients_by_size.png"
 # Cells are compared with cells of about the same size: 20 equal-count bins of ~5 % of the cells each.
 SIZE_BINS = 20
 
@@ -242,13 +240,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     write_baseline(result, rows, args.output)
     if args.predictions:
-        atomic.write_text(args.predictions.parent / DEPENDENCE_NAME, json.dumps(dependence, indent=2) + "\n")
+        atomic.write_text(args.predictions.parent / runs.SIZE_DEPENDENCE, json.dumps(dependence, indent=2) + "\n")
         plot_patients_by_size(
             patients,
             labels,
             cell_areas,
             probs,
-            args.predictions.parent / PLOT_NAME,
+            args.predictions.parent / runs.PATIENTS_BY_SIZE,
             title=f"P(ALL) against cell size, per patient\n{source}",
         )
         print(

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from cnmc import runs
 from cnmc.cells import cell_mask
 from training import atomic
 from training.data import CNMCDataError, load_cnmc
 from training.shifts import SHIFTS
-from training.size_baseline import DEPENDENCE_NAME, cross_validate, matched_size_auc, size_dependence, write_baseline
+from training.size_baseline import cross_validate, matched_size_auc, size_dependence, write_baseline
 
 NAME = "colour, texture and shape statistics (gradient-boosted trees)"
 STATISTICS = ["log_area", "mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b"]
@@ -85,7 +86,7 @@ def main() -> None:
         "without_the_area": size_dependence(np.array([r["prob_all"] for r in no_area]), labels, areas),
         "each_statistic_at_matched_size": {n: round(max(auc, 1 - auc), 3) for n, auc in each.items()},
     }
-    atomic.write_text(args.output / DEPENDENCE_NAME, json.dumps(dependence, indent=2) + "\n")
+    atomic.write_text(args.output / runs.SIZE_DEPENDENCE, json.dumps(dependence, indent=2) + "\n")
     for label, d in (("all statistics", dependence), ("without the area", dependence["without_the_area"])):
         print(
             f"{label}: ROC-AUC {d['roc_auc_model']:.3f}, among cells of the same size "

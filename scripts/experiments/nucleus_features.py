@@ -30,13 +30,13 @@ from scipy.stats import skew
 from skimage.feature import graycomatrix
 from skimage.measure import regionprops
 
+from cnmc import runs
 from cnmc.cells import cell_mask
 from scripts.experiments.handcrafted import trees
 from training import atomic
 from training.data import CNMCDataError, load_cnmc
 from training.shifts import SHIFT_NAMES, SHIFTS
 from training.size_baseline import (
-    DEPENDENCE_NAME,
     cell_area,
     cross_validate,
     matched_size_auc,
@@ -198,7 +198,7 @@ def main() -> None:
     dependence = size_dependence(np.array([r["prob_all"] for r in rows]), labels, areas) | {
         "each_feature_at_matched_size": {n: round(max(auc, 1 - auc), 3) for n, auc in each.items()},
     }
-    atomic.write_text(args.output / DEPENDENCE_NAME, json.dumps(dependence, indent=2) + "\n")
+    atomic.write_text(args.output / runs.SIZE_DEPENDENCE, json.dumps(dependence, indent=2) + "\n")
     shifted = {n: np.concatenate([np.array(data[s][f"features@{n}"]) for s in data]) for n in SHIFT_NAMES}
     moves = invariance(pooled, shifted)
     atomic.write_text(
