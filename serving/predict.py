@@ -26,7 +26,7 @@ from cnmc.decision import calls_all
 from cnmc.export import CONFIG_NAME, TRAINING_RANGE_KEY
 from cnmc.load import LoadedModel, read_shift_protocol
 from cnmc.preprocessing import flip_averaged
-from serving import fast
+from serving import fast, onnx_runtime
 from serving.registry import MODELS, RegisteredModel
 
 _log = logging.getLogger(__name__)  # one line per model at start-up: where it came from and how it runs, or why not
@@ -49,6 +49,10 @@ SHIFT_CAVEAT = (
 # and it matches fp32 on real cells; "auto" also requires it to be faster than fp32 here.
 PRECISION = os.environ.get("CNMC_PRECISION", "auto")
 PRECISIONS = ("auto", "bf16", "fp32")
+# Under "auto", "onnx" serves through ONNX Runtime wherever it matches PyTorch on real cells (serving.onnx_runtime);
+# "torch" keeps PyTorch. An explicit CNMC_PRECISION names a PyTorch path, so it runs PyTorch.
+RUNTIME = os.environ.get("CNMC_RUNTIME", "onnx")
+RUNTIMES = ("onnx", "torch")
 
 
 @dataclass
@@ -124,16 +128,19 @@ def load_models(
     *,
     parity_images: Sequence[Image.Image] = (),
     precision: str = PRECISION,
+    runtime: str = RUNTIME,
 ) -> list[ServedModel]:
-    """Load every registered model that can be; check the bf16 path against fp32 on ``parity_images``."""
+    """Load every registered model that can be; check ONNX Runtime or bf16 against fp32 on ``parity_images``."""
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r} (CNMC_PRECISION): use one of {', '.join(PRECISIONS)}")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"Unknown runtime {runtime!r} (CNMC_RUNTIME): use one of {', '.join(RUNTIMES)}")
     served = []
     for entry in registered:
         model = ServedModel(entry.display_name, entry.origin)
         try:
             model.loaded = entry.load()
-            model.runner, model.reason = _choose_runner(model.loaded, parity_images, precision)
+            model.runner, model.reason = _choose_runner(model.loaded, parity_images, precision, runtime)
         except Exception as error:  # whatever one model's files do (safetensors has its own errors), the app starts
             model.reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         _log.info("%s: %s", model.name, f"{model.status}, from {model.source}" if model.available else model.status)
@@ -142,8 +149,23 @@ def load_models(
 
 
 def _choose_runner(
-    loaded: LoadedModel, images: Sequence[Image.Image], precision: str
+    loaded: LoadedModel, images: Sequence[Image.Image], precision: str, runtime: str
 ) -> tuple[fast.Runner, str | None]:
+    """ONNX Runtime under "auto" where it matches fp32 on ``images``; else the PyTorch path, and why."""
+    why_not_onnx = None
+    if precision == "auto" and runtime == "onnx":
+        if not images:
+            why_not_onnx = "no real cells to check ONNX Runtime against"
+        else:
+            scale = partial(calibrated, temperature=loaded.temperature)
+            runner, why_not_onnx = onnx_runtime.onnx_runner(loaded.model, _inputs(loaded, images), scale)
+            if runner is not None:
+                return runner, None
+    runner, reason = _torch_runner(loaded, images, precision)
+    return runner, "; ".join(filter(None, [why_not_onnx, reason])) or None
+
+
+def _torch_runner(loaded: LoadedModel, images: Sequence[Image.Image], precision: str) -> tuple[fast.Runner, str | None]:
     if precision == "fp32" or not fast.bf16_supported():
         return fast.fp32_runner(loaded.model), None
     if not images:
