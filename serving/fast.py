@@ -1,4 +1,7 @@
-"""The lower-precision inference path: bf16 in channels-last layout, with eager fp32 as the fallback.
+"""The PyTorch inference paths: bf16 in channels-last layout, with eager fp32 as the fallback.
+
+Under the default settings the app serves through ONNX Runtime instead (``serving.onnx_runtime``), checked against
+:func:`fp32_runner` with the same :func:`parity`; these paths serve where that is off, missing or differs.
 
 On a CPU with AVX-512 BF16/AMX, oneDNN runs bf16 convolutions several times faster than fp32, which is what
 brings the four models under the issue's latency targets. int8 dynamic quantisation only covers Linear layers
@@ -6,10 +9,10 @@ brings the four models under the issue's latency targets. int8 dynamic quantisat
 
 bf16's error comes mostly from the first layers: all-bf16 moves the shipped model's probabilities by up to 0.040
 on the fixture cells, and keeping its first 2 of 105 parametrised layers in fp32 brings that to 0.013
-(``benchmarks/results/app_latency.json``). So a model may keep its first few layers in fp32 and run the rest in
-bf16. :func:`choose_runner` picks the fewest fp32 layers whose outputs match fp32 on real cells within
-:data:`PARITY_TOLERANCE`, and keeps that runner if it is faster than fp32 on this machine; otherwise the model
-runs in fp32 throughout.
+(``benchmarks/results/app_latency.json`` as of commit 615112f, measured on a CPU with bf16). So a model may keep
+its first few layers in fp32 and run the rest in bf16. :func:`choose_runner` picks the fewest fp32 layers whose
+outputs match fp32 on real cells within :data:`PARITY_TOLERANCE`, and keeps that runner if it is faster than fp32
+on this machine; otherwise the model runs in fp32 throughout.
 """
 
 from __future__ import annotations
