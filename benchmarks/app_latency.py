@@ -1,134 +1,168 @@
-"""The app's inference latency at batch 1: eager fp32 against the bf16 paths, in the same run.
+"""The app's inference latency at batch 1 on 2 threads: eager PyTorch against ONNX Runtime, in alternating rounds.
 
-    python -m benchmarks.app_latency [--repeats 30]
+    python -m benchmarks.app_latency [--rounds 30]
 
-Each backbone alone (its eval transform and its forward pass timed apart, on a real cell), then the Compare
-tab's four models in a row (transform and forward each, Grad-CAM excluded). Paths: fp32; all bf16; and bf16
-after a quarter of the parametrised layers in fp32, the most that ``serving.fast.choose_runner`` would keep.
-Models are randomly initialised (weights don't change speed). The shipped models (those with a local folder)
-are also timed with their real weights, at their own input size, on the path the app picks for them, with its
-parity against fp32 on every fixture cell, bf16's difference from fp32 by the number of leading fp32 layers, and,
-for scale, how far +-0.5 grey levels of noise move fp32 itself. Writes benchmarks/results/app_latency.json.
+The four models as models/*/config.json configures them (architecture, its arguments, input size, transform): a
+shipped model with its weights, the others built by timm from their config with random weights (latency doesn't
+depend on weight values). Per model: the bare forward pass of a transformed cell, and the app's path for one cell
+(``serving.predict.predict``: transform, forward, calibration), single-view and flip-averaged (the 4 flips as one
+batch). Compare: the four in a row as the Compare tab runs them, with its ratio to the sum of the four bare forward
+passes of the same runtime in the same run, against the target of a single-view p50 of at most 150 ms.
+
+Runtimes: eager PyTorch fp32 (and bf16 where the CPU has it) and ONNX Runtime fp32 as ``serving.onnx_runtime``
+serves it (exported now, to an empty cache, so the export's time is what a first start pays). Each round times
+every runtime once, in an order that alternates between rounds, so that the load of a shared CPU falls on all alike;
+the load average at the start and end is recorded. Parity: ONNX Runtime's logits and probabilities against eager
+fp32's on every fixture cell. Writes benchmarks/results/app_latency.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
+import timm
 import torch
 
 from benchmarks.report import save
-from cnmc.backbones import BACKBONES, create_model
 from cnmc.calibration import calibrated
-from cnmc.preprocessing import eval_transform
-from serving import fast
+from cnmc.export import CELL_NORMALIZATION_KEY, CONFIG_NAME
+from cnmc.load import LoadedModel, load_model
+from cnmc.preprocessing import CellNormalization, eval_transform
+from serving import fast, onnx_runtime
 from serving.images import load_image
-from serving.predict import load_models
+from serving.predict import ServedModel, predict
 from serving.registry import MODELS
 
-CELLS = Path(__file__).resolve().parents[1] / "tests/fixtures/cnmc/C-NMC_Leukemia/training_data"
-CELL = CELLS / "fold_0/all/UID_3_2_1_all.webp"
+THREADS = 2
+TARGET_MS = 150  # Compare's single-view p50 for the four models, transforms included
+CELLS = Path(__file__).resolve().parents[1] / "tests/fixtures/cnmc/C-NMC_Leukemia"
+CELL = CELLS / "training_data/fold_0/all/UID_3_2_1_all.webp"
 OUTPUT = Path(__file__).resolve().parent / "results" / "app_latency.json"
+EAGER, ONNX = "PyTorch fp32", "ONNX Runtime fp32"
+VIEWS = ("bare forward", "single view", "flip-averaged")
 
 
 def _stats(times: list[float]) -> dict:
     return {"p50_ms": round(float(np.percentile(times, 50)), 2), "p95_ms": round(float(np.percentile(times, 95)), 2)}
 
 
-def _time(runner, x: torch.Tensor, warmup: int, repeats: int) -> dict:
-    times = []
-    for step in range(warmup + repeats):
-        start = time.perf_counter()
-        runner(x)
-        if step >= warmup:
-            times.append((time.perf_counter() - start) * 1000)
-    return _stats(times)
+def _configured(entry) -> tuple[LoadedModel, str]:
+    """The model as its folder's config.json builds it: with the shipped weights if any, else random ones."""
+    if entry.shipped:
+        return load_model(str(entry.local_dir)), "shipped"
+    config = json.loads((entry.local_dir / CONFIG_NAME).read_text())
+    model = timm.create_model(f"local-dir:{entry.local_dir}", pretrained=False).eval()
+    transform = eval_transform(model, CellNormalization.from_config(config.get(CELL_NORMALIZATION_KEY)))
+    return LoadedModel(model, transform, config["label_names"], entry.local_dir, None), "random (not shipped)"
 
 
-def _quarter_fp32(model: torch.nn.Module) -> fast.Runner:
-    return fast.bf16_runner(model, fp32_layers=len(fast.parametrised_layers(model)) // 4)
+def _onnx(loaded: LoadedModel, cache: Path) -> tuple[fast.Runner, dict]:
+    size = tuple(loaded.model.pretrained_cfg["input_size"])
+    start = time.perf_counter()
+    path = onnx_runtime.export(loaded.model, size, cache)
+    exported = time.perf_counter()
+    runner = fast.Runner(onnx_runtime.PRECISION, onnx_runtime.session(path, THREADS))
+    timing = {"export_s": round(exported - start, 1), "session_s": round(time.perf_counter() - exported, 2)}
+    return runner, timing | {"file_mb": round(path.stat().st_size / 1e6, 1)}
 
 
-def _difference(reference: torch.Tensor, candidate: torch.Tensor) -> float:
-    return round(fast.parity(reference, candidate).max_difference, 4)
+def _parity(loaded: LoadedModel, runner: fast.Runner, images: list) -> dict:
+    x = torch.stack([loaded.transform(i) for i in images])
+    reference, candidate = fast.fp32_runner(loaded.model)(x), runner(x)
+    check = fast.parity(calibrated(reference, loaded.temperature), calibrated(candidate, loaded.temperature))
+    return {
+        "cells": len(images),
+        "max_abs_logit_difference": float(f"{(reference - candidate).abs().max():.2g}"),
+        "max_probability_difference": float(f"{check.max_difference:.2g}"),
+        "same_labels": check.same_labels,
+        "within_tolerance": check.ok,
+    }
 
 
-def shipped(warmup: int, repeats: int) -> dict:
-    """Each shipped model with its real weights, on the runner the app picks, and that runner's parity."""
-    images = [load_image(p).image for p in sorted(CELLS.glob("*/*/*"))]
-    report = {}
-    for entry in MODELS:
-        if entry.source != str(entry.local_dir):
-            continue
-        (served,) = load_models([entry], parity_images=images)
-        loaded = served.loaded
-        x = torch.stack([loaded.transform(i) for i in images])
-        reference = fast.fp32_runner(loaded.model)
-        expected = calibrated(reference(x), loaded.temperature)
-        check = fast.parity(expected, calibrated(served.runner(x), loaded.temperature))
-        std = torch.tensor(loaded.model.pretrained_cfg["std"]).view(1, 3, 1, 1)
-        noisy = reference(x + (torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) - 0.5) / 255 / std)
-        report[entry.display_name] = {
-            "input_size": loaded.model.pretrained_cfg["input_size"][-1],
-            "served_precision": served.runner.precision,
-            "transform": _time(loaded.transform, images[0], warmup, repeats),
-            "fp32": _time(reference, x[:1], warmup, repeats),
-            "served": _time(served.runner, x[:1], warmup, repeats),
-            "parity": {
-                "cells": len(images),
-                "same_labels": check.same_labels,
-                "max_probability_difference": round(check.max_difference, 4),
-            },  # fmt: skip
-            "bf16_difference_by_fp32_layers": {
-                k: _difference(expected, calibrated(fast.bf16_runner(loaded.model, k)(x), loaded.temperature))
-                for k in (0, 1, 2, 4, 8, 16, 32)
-            },
-            # For scale: how far the fp32 model itself moves under invisible noise of +-0.5 grey levels.
-            "fp32_difference_under_half_grey_level_noise": _difference(expected, calibrated(noisy, loaded.temperature)),
-        }
-    return report
+def _ratio(slow: dict, fast_: dict) -> float:
+    return round(slow["p50_ms"] / fast_["p50_ms"], 2)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args(argv)
+    torch.set_num_threads(THREADS)
+    load_at_start = os.getloadavg()
     image = load_image(CELL).image
-    models, transforms, runners = {}, {}, {}
-    for backbone in BACKBONES:
-        model = create_model(backbone.timm_name, pretrained=False).eval()
-        name = backbone.display_name
-        models[name], transforms[name] = model, eval_transform(model)
-        runners[name] = {"fp32": fast.fp32_runner(model)}
-        if fast.bf16_supported():
-            runners[name] |= {"bf16": fast.bf16_runner(model), "bf16, first quarter fp32": _quarter_fp32(model)}
-    alone = {}
-    for name, paths in runners.items():
-        x = transforms[name](image).unsqueeze(0)
-        alone[name] = {"transform": _time(transforms[name], image, args.warmup, args.repeats)}
-        alone[name] |= {path: _time(runner, x, args.warmup, args.repeats) for path, runner in paths.items()}
-    # The Compare tab: each model's transform and forward in turn, so each model meets the caches the others left.
-    in_a_row = {path: [] for path in next(iter(runners.values()))}
-    for step in range(args.warmup + args.repeats):
-        for path, times in in_a_row.items():
-            start = time.perf_counter()
-            for name, paths in runners.items():
-                paths[path](transforms[name](image).unsqueeze(0))
-            if step >= args.warmup:
-                times.append((time.perf_counter() - start) * 1000)
-    report = {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-        "torch": torch.__version__,
-        "repeats": args.repeats,
-        "alone": alone,
-        "four_models_in_a_row": {path: _stats(times) for path, times in in_a_row.items()},
-        "shipped": shipped(args.warmup, args.repeats) if fast.bf16_supported() else {},
+    images = [load_image(p).image for p in sorted(CELLS.rglob("UID_*"))]
+    served = {EAGER: {}, ONNX: {}} | ({"PyTorch bf16": {}} if fast.bf16_supported() else {})
+    about, bare_inputs = {}, {}
+    with tempfile.TemporaryDirectory() as cache:
+        for entry in MODELS:
+            loaded, weights = _configured(entry)
+            name = entry.display_name
+            onnx_runner, onnx_timing = _onnx(loaded, Path(cache))
+            runners = {EAGER: fast.fp32_runner(loaded.model), ONNX: onnx_runner}
+            if "PyTorch bf16" in served:
+                runners["PyTorch bf16"] = fast.bf16_runner(loaded.model)
+            for runtime, runner in runners.items():
+                served[runtime][name] = ServedModel(name, weights, loaded, runner)
+            bare_inputs[name] = loaded.transform(image).unsqueeze(0)
+            about[name] = {
+                "weights": weights,
+                "input_size": loaded.model.pretrained_cfg["input_size"][-1],
+                "parameters_m": round(sum(p.numel() for p in loaded.model.parameters()) / 1e6, 1),
+                "onnx": onnx_timing | {"parity_on_fixture_cells": _parity(loaded, onnx_runner, images)},
+            }
+    # runtime -> what -> times; "what" is a model's bare forward, its app path, or the whole Compare.
+    times = {runtime: {} for runtime in served}
+    for step in range(args.warmup + args.rounds):
+        for runtime in list(served)[:: 1 if step % 2 == 0 else -1]:
+            record = times[runtime]
+            for name, model in served[runtime].items():
+                start = time.perf_counter()
+                model.runner(bare_inputs[name])
+                record.setdefault((name, "bare forward"), []).append((time.perf_counter() - start) * 1000)
+            for flips, view in ((False, "single view"), (True, "flip-averaged")):
+                start = time.perf_counter()
+                for name, model in served[runtime].items():
+                    record.setdefault((name, view), []).append(predict(model, image, flips=flips).latency_ms)
+                record.setdefault(("Compare", view), []).append((time.perf_counter() - start) * 1000)
+    stats = {
+        runtime: {key: _stats(values[args.warmup :]) for key, values in record.items()}
+        for runtime, record in times.items()
     }
+    report = {
+        "machine": f"{platform.processor() or platform.machine()}, {THREADS} threads",
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "rounds": args.rounds,
+        "load_average_1min": {"start": round(load_at_start[0], 2), "end": round(os.getloadavg()[0], 2)},
+        "note": "Models not shipped have random weights: latency doesn't depend on weight values.",
+        "models": about,
+        "per_model": {
+            name: {runtime: {v: stats[runtime][(name, v)] for v in VIEWS} for runtime in served} for name in about
+        },
+        "compare": {},
+    }
+    for runtime in served:
+        bare_sum = sum(stats[runtime][(name, "bare forward")]["p50_ms"] for name in about)
+        single, flipped = stats[runtime][("Compare", "single view")], stats[runtime][("Compare", "flip-averaged")]
+        report["compare"][runtime] = {
+            "single view": single,
+            "flip-averaged": flipped,
+            "sum_of_bare_forward_p50_ms": round(bare_sum, 2),
+            "single_view_p50_over_bare_sum": round(single["p50_ms"] / bare_sum, 2),
+            f"single_view_p50_meets_{TARGET_MS}_ms": single["p50_ms"] <= TARGET_MS,
+        }
+    speedup = {name: {v: _ratio(stats[EAGER][(name, v)], stats[ONNX][(name, v)]) for v in VIEWS} for name in about}
+    speedup["Compare"] = {v: _ratio(stats[EAGER][("Compare", v)], stats[ONNX][("Compare", v)]) for v in VIEWS[1:]}
+    report["onnx_speedup_over_eager_p50"] = speedup
     save(report, OUTPUT)
     return 0
 
