@@ -8,7 +8,14 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import atexit  # noqa: E402
 import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+# The app's ONNX exports (serving.onnx_runtime) go to a folder of the test session's, not the user's cache.
+os.environ["CNMC_ONNX_CACHE"] = tempfile.mkdtemp(prefix="cnmc-onnx-tests-")
+atexit.register(shutil.rmtree, os.environ["CNMC_ONNX_CACHE"], ignore_errors=True)
+
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
