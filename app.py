@@ -8,16 +8,19 @@ is in ``serving/``. ``python app.py`` serves on GRADIO_SERVER_NAME:GRADIO_SERVER
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 from fastapi import Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from gradio.route_utils import FnIndexInferError
 from gradio.utils import get_upload_folder
+from PIL import Image
 
 from cnmc.cells import CLASS_NAMES, parse_cell_name
 from serving import arguments, batch, cache, gradcam, results
@@ -27,6 +30,7 @@ from serving.lookalike import Lookalike, check_lookalike
 from serving.predict import (
     ALL_INDEX,
     NOT_A_CELL,
+    UNCERTAIN,
     UNCERTAIN_BAND,
     ServedModel,
     available,
@@ -61,8 +65,12 @@ MAX_QUEUE = 64
 MAX_UPLOAD = "50mb"
 NO_MODEL = "No model is available: see the model status at the top of the page."
 GRADCAM_KEY = (
-    "Grad-CAM for class ALL: red marks the regions that raised P(ALL) most, blue those that raised it least. The map "
-    "is coarse (the last convolution's grid, scaled up): read it as where the model looked, not as an outline."
+    "Grad-CAM for class ALL. Left, the cell as the model saw it; right, inside the cell, red marks the parts whose "
+    "features raised P(ALL) most, blue those that raised it least (an 8x8 grid over the model's view, averaged over "
+    "the cell's four flips). It shows where, not why: the model also reads the cell's size and overall colour, which "
+    "no map can point at (a textureless disc of a typical cell's size and colour gets an ALL verdict), and its maps "
+    "were never checked against a haematologist's reading. The share of the map that fell on the black background, "
+    "where there is nothing to read, is given for each model."
 )
 # On by default: a mirror changed 8.5 % of the shipped recipe's single-view verdicts on unseen cells (README, Results).
 FLIPS_DEFAULT = True
@@ -74,6 +82,19 @@ FLIPS_INFO = (
 
 
 CACHE_SWEEP_S, CACHE_MAX_AGE_S = 600, 3600
+COMPARE_COLUMNS = ["model", "P(ALL)", "verdict", "latency (ms)", "agrees with ensemble"]
+# What a browser can show; an upload in another accepted format (TIFF) is shown as a PNG copy of its pixels.
+BROWSER_FORMATS = {"BMP", "PNG", "JPEG", "WEBP"}
+PANEL_HEIGHT = 320  # px: the cell inputs, and the Grad-CAM pictures beside them
+# Gradio's defaults break the results table's words mid-word, square every gallery thumbnail (a Grad-CAM picture
+# is twice as wide as high) and hold a gallery at 450-550 px high, whatever it shows.
+CSS = """
+#comparison table { display: block; overflow-x: auto; width: max-content; max-width: 100%; }
+#comparison th, #comparison td { word-break: normal; overflow-wrap: normal; hyphens: none; max-width: 16em; }
+#comparison td:nth-child(-n+2) { min-width: 9em; }
+#gradcam-gallery .thumbnail-item { aspect-ratio: 2 / 1; }
+#gradcam-gallery .grid-wrap { min-height: 0; max-height: none; }
+"""
 
 
 class _Refused(Exception):
@@ -168,8 +189,15 @@ def _averaged(flips: bool) -> str:
     return ", averaged over 4 flips" if flips else ""
 
 
-def classify(models: Sequence[ServedModel], upload: object, model_name: object, flips: object = FLIPS_DEFAULT):
-    """-> (gr.Label value, verdict markdown)."""
+def classify(
+    models: Sequence[ServedModel],
+    upload: object,
+    model_name: object,
+    flips: object = FLIPS_DEFAULT,
+    *,
+    band: results.Band | None = None,
+):
+    """-> (gr.Label value, verdict markdown); ``band`` says how often unseen cells fall in the uncertain band."""
     try:
         model, flips, checked = _pick(models, model_name), _flips(flips), _read(upload)
     except _Refused as refusal:
@@ -181,32 +209,47 @@ def classify(models: Sequence[ServedModel], upload: object, model_name: object, 
         f"{model.name}: P(ALL) = {p.prob_all:.3f} ({calibration}, uncertain band {UNCERTAIN_BAND[0]:.2f}-"
         f"{UNCERTAIN_BAND[1]:.2f}) · {p.latency_ms:.0f} ms ({model.runner.precision}{_averaged(flips)})"
     )
-    head = f"## {verdict(p.prob_all, lookalike.looks_like_cell)}"
+    called = verdict(p.prob_all, lookalike.looks_like_cell)
+    head = f"## {called}"
     if not lookalike.looks_like_cell:  # no verdict: the probability only as a footnote, not as a reading
         return None, "\n\n".join([head, _notes(checked, lookalike), _for_reference(figures)])
     bars = {"ALL": p.prob_all, "HEM": 1 - p.prob_all}
     notes = _notes(checked, lookalike, unlike_training([model], checked.image))
-    return bars, "\n\n".join(filter(None, [f"{head}\n\n{figures}", notes, shift_caveat([model])]))
+    uncertain = results.uncertain_note(band) if called == UNCERTAIN else ""
+    return bars, "\n\n".join(filter(None, [f"{head}\n\n{figures}", uncertain, notes, shift_caveat([model])]))
 
 
 def _for_reference(figures: str) -> str:
     return f"<small>Not a reading, since there is no verdict; for reference only: {figures}</small>"
 
 
-def explain(models: Sequence[ServedModel], upload: object, model_name: object):
-    """-> (Grad-CAM overlay for ALL or None, message)."""
+def _explained(model: ServedModel, image: Image.Image, flips: bool) -> tuple[np.ndarray, str]:
+    """(the cell beside its Grad-CAM for ALL, a caption naming the model and what fell outside the cell)."""
+    with model.lock:  # Grad-CAM's hooks must see only this forward pass
+        found = gradcam.explain(model.loaded, image, ALL_INDEX, flips=flips)
+    return found.picture(), f"{model.name}: {found.outside_share:.0%} of the map fell outside the cell"
+
+
+def explain(models: Sequence[ServedModel], upload: object, model_name: object, flips: object = FLIPS_DEFAULT):
+    """-> (the cell beside its Grad-CAM for ALL, or None; message)."""
     try:
-        model, checked = _pick(models, model_name), _read(upload)
+        model, flips, checked = _pick(models, model_name), _flips(flips), _read(upload)
     except _Refused as refusal:
         return None, str(refusal)
-    with model.lock:  # Grad-CAM's hooks must see only this forward pass
-        heat = gradcam.overlay(model.loaded, checked.image, ALL_INDEX)
-    return heat, f"Grad-CAM of {model.name}. {GRADCAM_KEY}"
+    picture, caption = _explained(model, checked.image, flips)
+    return picture, f"**Grad-CAM of {caption}.** {GRADCAM_KEY}"
 
 
-def compare(models: Sequence[ServedModel], upload: object, flips: object = FLIPS_DEFAULT, members: object = None):
+def compare(
+    models: Sequence[ServedModel],
+    upload: object,
+    flips: object = FLIPS_DEFAULT,
+    members: object = None,
+    *,
+    band: results.Band | None = None,
+):
     """-> (ensemble markdown, per-model table) for the chosen ``members`` (default: every available model)."""
-    empty = pd.DataFrame(columns=["model", "P(ALL)", "verdict", "latency (ms)", "agrees with ensemble"])
+    empty = pd.DataFrame(columns=COMPARE_COLUMNS)
     try:
         ready, flips, checked = _chosen(models, members), _flips(flips), _read(upload)
     except _Refused as refusal:
@@ -238,20 +281,18 @@ def compare(models: Sequence[ServedModel], upload: object, flips: object = FLIPS
     if not lookalike.looks_like_cell:
         return "\n\n".join([head, _notes(checked, lookalike), _for_reference(figures)]), table
     notes = _notes(checked, lookalike, unlike_training(ready, checked.image))
-    return "\n\n".join(filter(None, [f"{head}\n\n{figures}", notes, shift_caveat(ready)])), table
+    uncertain = results.uncertain_note(band) if consensus == UNCERTAIN else ""
+    return "\n\n".join(filter(None, [f"{head}\n\n{figures}", uncertain, notes, shift_caveat(ready)])), table
 
 
-def explain_all(models: Sequence[ServedModel], upload: object, members: object = None):
-    """-> (gallery of (overlay, caption), message) for the chosen ``members`` (default: every available model)."""
+def explain_all(models: Sequence[ServedModel], upload: object, members: object = None, flips: object = FLIPS_DEFAULT):
+    """-> (gallery of (the cell beside its Grad-CAM, caption), message) for the chosen ``members`` (default: every
+    available model)."""
     try:
-        ready, checked = _chosen(models, members), _read(upload)
+        ready, flips, checked = _chosen(models, members), _flips(flips), _read(upload)
     except _Refused as refusal:
         return [], str(refusal)
-    gallery = []
-    for model in ready:
-        with model.lock:  # Grad-CAM's hooks must see only this forward pass
-            gallery.append((gradcam.overlay(model.loaded, checked.image, ALL_INDEX), model.name))
-    return gallery, GRADCAM_KEY
+    return [_explained(model, checked.image, flips) for model in ready], GRADCAM_KEY
 
 
 def run_batch(
@@ -296,9 +337,35 @@ def _clear_on_change(trigger: gr.components.Component, cleared: dict) -> None:
     trigger.change(lambda: tuple(cleared.values()), None, list(cleared), queue=False, api_visibility="private")
 
 
-def _image_input() -> gr.Image:
+def _image_input(elem_id: str) -> gr.Image:
     # type="filepath" and preprocess=False on the events: our loader, not gradio's, decodes untrusted uploads.
-    return gr.Image(label="Cell image", type="filepath", sources=["upload", "clipboard"], height=320)
+    return gr.Image(
+        label="Cell image", type="filepath", sources=["upload", "clipboard"], height=PANEL_HEIGHT, elem_id=elem_id
+    )
+
+
+def shown_upload(upload: object):
+    """A TIFF upload replaced by a PNG copy of its pixels, which a browser can show; any other upload kept as it is.
+
+    The copy keeps the TIFF's mode where PNG has it, so the models see the same pixels. An upload our loader refuses
+    stays, and the next click says why.
+    """
+    try:
+        checked = _read(upload)
+        path, name = arguments.upload(upload)
+    except _Refused:
+        return gr.skip()
+    with Image.open(path) as original:
+        if original.format in BROWSER_FORMATS:
+            return gr.skip()
+        folder = Path(get_upload_folder())
+        folder.mkdir(parents=True, exist_ok=True)
+        copy = Path(tempfile.mkdtemp(dir=folder)) / f"{Path(name).stem or 'cell'}.png"
+        try:
+            original.save(copy)
+        except (OSError, ValueError):  # a mode PNG lacks (CMYK): the RGB our loader makes of it
+            checked.image.save(copy)
+    return str(copy)
 
 
 def build_demo(
@@ -318,6 +385,7 @@ def build_demo(
     # Image events skip gradio's decoding: our loader, not gradio's, decodes untrusted uploads.
     image_event = {"preprocess": False, **concurrency}
     status = "\n".join(f"- **{m.name}**: {m.status}" for m in models)
+    band = results.uncertain_band(results_dir)
     # Uploads are patient-derived: Gradio's cache keeps nothing past an hour, nor across a restart; no telemetry.
     with gr.Blocks(
         title="C-NMC ALL detector", analytics_enabled=False, delete_cache=(CACHE_SWEEP_S, CACHE_MAX_AGE_S)
@@ -336,7 +404,7 @@ def build_demo(
         with gr.Tab("Classify"):
             with gr.Row():
                 with gr.Column():
-                    image = _image_input()
+                    image = _image_input("classify-image")
                     model_name = gr.Dropdown(names, value=names[0] if names else None, label="Model")
                     classify_button = gr.Button("Classify", variant="primary")
                     explain_button = gr.Button("Explain (Grad-CAM)")
@@ -344,13 +412,17 @@ def build_demo(
                     # The verdict below is the headline: inside the uncertain band it is not the top class.
                     label = gr.Label(label="Calibrated probability", num_top_classes=2, show_heading=False)
                     message = gr.Markdown()
-                    heatmap = gr.Image(label="Grad-CAM", type="numpy", interactive=False)
+                    heatmap = gr.Image(
+                        label="Grad-CAM", type="numpy", interactive=False, height=PANEL_HEIGHT, elem_id="gradcam"
+                    )
                     explain_message = gr.Markdown()
             if examples:
                 gr.Examples(examples, inputs=image, label=_examples_label(examples))
+            gr.Markdown(results.band_markdown(band))
             _clear_on_change(image, {label: None, message: "", heatmap: None, explain_message: ""})
+            image.upload(shown_upload, image, image, api_visibility="private", **image_event)
             classify_button.click(
-                partial(classify, models),
+                partial(classify, models, band=band),
                 [image, model_name, flips],
                 [label, message],
                 api_name="classify",
@@ -358,15 +430,16 @@ def build_demo(
             )
             explain_button.click(
                 partial(explain, models),
-                [image, model_name],
+                [image, model_name, flips],
                 [heatmap, explain_message],
                 api_name="explain",
                 **image_event,
             )
         with gr.Tab("Compare"):
+            no_comparison = pd.DataFrame(columns=COMPARE_COLUMNS)  # headers before the first run
             with gr.Row():
                 with gr.Column():
-                    compare_image = _image_input()
+                    compare_image = _image_input("compare-image")
                     members = gr.CheckboxGroup(
                         names, value=names, label="Models", info="The ensemble is the mean P(ALL) of those ticked."
                     )
@@ -374,16 +447,32 @@ def build_demo(
                     explain_all_button = gr.Button("Grad-CAM for each")
                 with gr.Column():
                     compare_message = gr.Markdown()
-                    compare_table = gr.Dataframe(label="Per model", interactive=False)
-            gallery = gr.Gallery(label="Grad-CAM", columns=4, height=320, object_fit="contain")
+                    compare_table = gr.Dataframe(
+                        no_comparison,
+                        label="Per model",
+                        interactive=False,
+                        wrap=True,
+                        column_widths=["24%", "14%", "26%", "16%", "20%"],
+                    )
+            # Two pictures a row, each whole: one model's picture is not stretched to the page's width and cropped.
+            gallery = gr.Gallery(
+                label="Grad-CAM",
+                columns=2,
+                fit_columns=False,
+                height="auto",
+                object_fit="contain",
+                allow_preview=False,
+                elem_id="gradcam-gallery",
+            )
             gallery_message = gr.Markdown()
             if examples:
                 gr.Examples(examples, inputs=compare_image, label=_examples_label(examples))
             _clear_on_change(
-                compare_image, {compare_message: "", compare_table: None, gallery: [], gallery_message: ""}
+                compare_image, {compare_message: "", compare_table: no_comparison, gallery: [], gallery_message: ""}
             )
+            compare_image.upload(shown_upload, compare_image, compare_image, api_visibility="private", **image_event)
             compare_button.click(
-                partial(compare, models),
+                partial(compare, models, band=band),
                 [compare_image, flips, members],
                 [compare_message, compare_table],
                 api_name="compare",
@@ -391,17 +480,20 @@ def build_demo(
             )
             explain_all_button.click(
                 partial(explain_all, models),
-                [compare_image, members],
+                [compare_image, members, flips],
                 [gallery, gallery_message],
                 api_name="explain_all",
                 **image_event,
             )
         with gr.Tab("Batch"):
-            files = gr.File(label="Images or .zip files", file_count="multiple", type="filepath")
+            # A list of 20 files scrolls within this height instead of pushing the results down the page.
+            files = gr.File(
+                label="Images or .zip files", file_count="multiple", type="filepath", height=240, elem_id="batch-files"
+            )
             batch_button = gr.Button("Classify all", variant="primary")
             batch_message = gr.Markdown()
             no_files = pd.DataFrame(columns=batch.table_columns(available(models)))  # headers before the first run
-            table = gr.Dataframe(no_files, label="P(ALL) per file", interactive=False)
+            table = gr.Dataframe(no_files, label="P(ALL) per file", interactive=False, wrap=True)
             no_patients = batch.patient_summary(no_files)
             summary = gr.Dataframe(no_patients, label="Per patient (C-NMC file names)", interactive=False)
             csv = gr.File(label="CSV")
@@ -416,10 +508,17 @@ def build_demo(
             )
         with gr.Tab("Models & results"):
             gr.Markdown(results.NEW_BATCH)
-            gr.Markdown(results.comparison_markdown(results_dir))
-            plots = results.result_plots(results_dir)
-            if plots:
-                gr.Gallery(plots, label="Plots", columns=2, height="auto")
+            gr.Markdown(results.band_markdown(band))
+            gr.Markdown(results.comparison_markdown(results_dir), elem_id="comparison")
+            for plot in results.result_plots(results_dir):  # each whole, at a readable size
+                gr.Image(
+                    plot,
+                    label=Path(plot).stem,
+                    height=640,
+                    interactive=False,
+                    buttons=["download", "fullscreen"],
+                    elem_classes="result-plot",
+                )
             for model in models:
                 with gr.Accordion(model.name, open=False):
                     gr.Markdown(results.model_card_markdown(model))
@@ -440,10 +539,15 @@ def _unknown_endpoint(request: Request, error: Exception) -> JSONResponse | Plai
 
 
 def serve(demo: gr.Blocks, **launch_options):
-    """Launch ``demo`` as the public app runs: uploads capped, errors shown as text, unknown endpoints a 404."""
+    """Launch ``demo`` as the public app runs: uploads capped, errors shown as text, unknown endpoints a 404, and
+    :data:`CSS` (gradio takes it at launch)."""
     handlers = {FnIndexInferError: _unknown_endpoint, KeyError: _unknown_endpoint}
     return demo.launch(
-        max_file_size=MAX_UPLOAD, show_error=True, app_kwargs={"exception_handlers": handlers}, **launch_options
+        max_file_size=MAX_UPLOAD,
+        show_error=True,
+        css=CSS,
+        app_kwargs={"exception_handlers": handlers},
+        **launch_options,
     )
 
 

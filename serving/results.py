@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import gradio as gr
+import numpy as np
 
+from cnmc import runs
+from cnmc.calibration import calibrated_prob_all
+from cnmc.decision import calls_all
 from cnmc.export import CONFIG_NAME, TRAIN_PATIENTS_KEY
-from serving.predict import ServedModel
+from cnmc.load import read_calibration
+from serving.predict import UNCERTAIN, UNCERTAIN_BAND, ServedModel
 from serving.registry import ROOT
 
 RESULTS_DIR = ROOT / "results"
@@ -40,11 +46,129 @@ DATASET_CREDIT = (
 )
 
 
+# The shipped model's cross-validation under results/: its recipe's folder, the seed it shipped, that seed's
+# pooled out-of-fold evaluations (single view, and flip-averaged as the app serves), and the folder of the final
+# model trained on every patient, whose calibration.json holds the temperature the app applies.
+SHIPPED_RUN = "cpu-mobilenetv2-mildcolour-cv3"
+SHIPPED_SEED = "seed0"
+SHIPPED_POOLED, SHIPPED_SERVED, SHIPPED_FINAL = f"{SHIPPED_SEED}/pooled", f"{SHIPPED_SEED}/pooled_tta", "all"
+SHIPPED_MARK = "★"
+
+
 def comparison_markdown(results_dir: Path = RESULTS_DIR) -> str:
+    """results/comparison.md with the shipped model's recipe marked, its ± kept on one line, and a caption on why
+    its figures are not the README's."""
     table = results_dir / "comparison.md"
-    if table.is_file():
-        return table.read_text()
-    return f"_No results committed yet: `python -m training.compare RUNS... --output {results_dir.name}/` writes them._"
+    if not table.is_file():
+        command = f"python -m training.compare RUNS... --output {results_dir.name}/"
+        return f"_No results committed yet: `{command}` writes them._"
+    text = table.read_text().replace(" ± ", "\u00a0±\u00a0")  # "0.810 ± 0.052" never splits across lines
+    lines, shipped = text.splitlines(), _shipped_row(results_dir)
+    rows = [i for i, line in enumerate(lines) if line.startswith("|")][2:]  # after the header and its rule
+    if shipped is not None and shipped < len(rows):
+        cells = lines[rows[shipped]].split("|")
+        cells[1] = f" **{SHIPPED_MARK} {cells[1].strip()}** "
+        lines[rows[shipped]] = "|".join(cells)
+    return "\n\n".join([_comparison_caption(results_dir), "\n".join(lines)])
+
+
+def _shipped_row(results_dir: Path) -> int | None:
+    """Which of comparison.json's rows (comparison.md's, in the same order: training.compare writes both from one
+    list) holds the shipped model's runs."""
+    path = results_dir / "comparison.json"
+    if not path.is_file():
+        return None
+    marker = f"/{SHIPPED_RUN}/{SHIPPED_SEED}/"
+    found = [i for i, row in enumerate(json.loads(path.read_text())) if any(marker in f"/{r}" for r in row["runs"])]
+    return found[0] if found else None
+
+
+def _comparison_caption(results_dir: Path) -> str:
+    caption = (
+        f"_Each figure is the **mean ± sd over runs**: every fold's model of every seed, each scored on its own "
+        f"unseen patients. {SHIPPED_MARK} marks the shipped model's recipe (it shipped seed 0)._"
+    )
+    try:
+        single, served = (runs.read_report(results_dir / SHIPPED_RUN / f) for f in (SHIPPED_POOLED, SHIPPED_SERVED))
+    except FileNotFoundError:
+        return caption
+    cells = int(np.sum(single["confusion_matrix"]))
+    return caption[:-1] + (
+        f" The README quotes **pooled out-of-fold** numbers instead: seed 0's three folds scored together on all "
+        f"{cells:,} cells, weighted F1 {single['f1_weighted']:.3f} ({served['f1_weighted']:.3f} averaged over the "
+        "four flips, as the app serves), so they differ from these means._"
+    )
+
+
+@dataclass(frozen=True)
+class Band:
+    """How the uncertain band fell on the shipped model's pooled out-of-fold predictions, as the app serves them."""
+
+    cells: int
+    patients: int
+    share: float  # of all cells, inside the band
+    share_all: float  # of the ALL cells
+    share_hem: float  # of the healthy cells
+    right_outside: float  # of the cells outside it, called right
+    right_inside: float  # of those inside, right had they been called at the threshold
+
+
+def uncertain_band(results_dir: Path = RESULTS_DIR) -> Band | None:
+    """The band on every cell of the shipped seed's cross-validation (each scored by a fold model that never saw its
+    patient), flip-averaged and calibrated with the shipped model's temperature; None without those files."""
+    run = results_dir / SHIPPED_RUN
+    calibration = read_calibration(run / SHIPPED_FINAL)
+    try:
+        rows = runs.read_predictions(runs.predictions_file(runs.report_file(run / SHIPPED_SERVED)))
+    except FileNotFoundError:
+        return None
+    if calibration is None or not rows:
+        return None
+    labels = np.array([int(r["label"]) for r in rows])
+    # The stored flip average is of uncalibrated probabilities; the app calibrates each flip, then averages: on the
+    # 56 real cells in tests/fixtures and examples/ the two orders differ by at most 0.006.
+    prob = calibrated_prob_all(np.array([float(r["prob_all"]) for r in rows]), calibration["temperature"])
+    inside = (prob >= UNCERTAIN_BAND[0]) & (prob <= UNCERTAIN_BAND[1])
+    right = calls_all(prob) == (labels == 1)
+    return Band(
+        cells=len(rows),
+        patients=len({r["patient_id"] for r in rows}),
+        share=float(inside.mean()),
+        share_all=float(inside[labels == 1].mean()),
+        share_hem=float(inside[labels == 0].mean()),
+        right_outside=float(right[~inside].mean()),
+        right_inside=float(right[inside].mean()),
+    )
+
+
+def band_markdown(band: Band | None) -> str:
+    """What "uncertain: refer to an expert" means in practice, and how often it came up on unseen patients."""
+    low, high = UNCERTAIN_BAND
+    text = (
+        f'**"{UNCERTAIN}"** means the calibrated P(ALL) lies between {low:.2f} and {high:.2f}: the model can\'t tell '
+        "this cell from the other class, so it makes no call, and the cell needs a haematologist's reading (or more "
+        "cells of the same patient)."
+    )
+    if band is None:
+        return text
+    return text + (
+        f" On {band.cells:,} cells of {band.patients} patients, each scored by a cross-validation model that never "
+        f"saw that patient (the shipped model's recipe and seed, averaged over the four flips, calibrated), "
+        f"**{band.share:.0%} of cells** fell in the band ({band.share_all:.0%} of the ALL cells, "
+        f"{band.share_hem:.0%} of the healthy ones). Outside it {band.right_outside:.0%} of the calls were right; "
+        f"inside it a call at 0.5 would have been right for only {band.right_inside:.0%}."
+    )
+
+
+def uncertain_note(band: Band | None) -> str:
+    """One line for a verdict that is uncertain: what to do, and how often it happens."""
+    note = "_Too close to call, so no call is made: this cell needs a haematologist's reading."
+    if band is None:
+        return note + "_"
+    return note + (
+        f" {band.share:.0%} of cells from patients the model never saw land in this band; a call at 0.5 was right "
+        f"for only {band.right_inside:.0%} of them._"
+    )
 
 
 def result_plots(results_dir: Path = RESULTS_DIR) -> list[str]:

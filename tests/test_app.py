@@ -226,13 +226,71 @@ def test_classify_and_explain(models, cell, tmp_path, monkeypatch):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # gradio hands an upload over as a dict in its cache
     (tmp_path / "upload.webp").write_bytes(cell.read_bytes())
     overlay, caption = app.explain(models, {"path": str(tmp_path / "upload.webp"), "orig_name": cell.name}, "Tiny B")
-    assert overlay.shape == (64, 64, 3) and overlay.dtype == np.uint8 and "Tiny B" in caption
+    scale = gradcam.DISPLAY_SCALE  # the 64 px view beside its map, enlarged for the screen
+    assert overlay.shape == (64 * scale, 128 * scale, 3) and overlay.dtype == np.uint8 and "Tiny B: " in caption
+    assert "% of the map fell outside the cell" in caption
     overlay, message = app.explain(models, {"path": str(cell), "orig_name": cell.name}, "Tiny B")  # not uploaded
     assert overlay is None and message == "❌ The image must be a file uploaded to this app"
 
 
 def test_verdict_defers_to_an_expert_in_the_uncertain_band():
     assert [verdict(p) for p in (0.1, 0.35, 0.5, 0.65, 0.9)] == ["HEM", UNCERTAIN, UNCERTAIN, UNCERTAIN, "ALL"]
+
+
+def _shipped_predictions(root: Path, probs: list[float], labels: list[int], temperature: float) -> Path:
+    """A results folder holding just the shipped model's pooled, flip-averaged predictions and its temperature."""
+    run = root / results.SHIPPED_RUN
+    (run / results.SHIPPED_SERVED).mkdir(parents=True)
+    (run / results.SHIPPED_FINAL).mkdir(parents=True)
+    rows = "".join(f"c{i}.bmp,P{i % 2},{label},{p}\n" for i, (p, label) in enumerate(zip(probs, labels, strict=True)))
+    (run / results.SHIPPED_SERVED / "eval_predictions.csv").write_text("path,patient_id,label,prob_all\n" + rows)
+    (run / results.SHIPPED_FINAL / "calibration.json").write_text(json.dumps({"temperature": temperature}))
+    return root
+
+
+def test_uncertain_band_share_is_counted_on_calibrated_out_of_fold_predictions(tmp_path):
+    probs, labels = [0.1, 0.4, 0.5, 0.6, 0.9, 0.2], [0, 1, 0, 1, 1, 0]
+    band = results.uncertain_band(_shipped_predictions(tmp_path / "plain", probs, labels, temperature=1.0))
+    assert (band.cells, band.patients) == (6, 2)
+    assert (band.share, band.share_all, band.share_hem) == pytest.approx((3 / 6, 2 / 3, 1 / 3))
+    assert (band.right_outside, band.right_inside) == pytest.approx((1.0, 2 / 3))  # 0.4 is an ALL cell, called HEM
+    sharper = results.uncertain_band(_shipped_predictions(tmp_path / "sharp", probs, labels, temperature=0.5))
+    assert sharper.share == pytest.approx(1 / 6)  # 0.4 and 0.6 leave the band at T = 0.5; 0.5 stays
+    assert results.uncertain_band(tmp_path / "none") is None
+
+
+def test_the_app_says_how_often_unseen_cells_are_uncertain_and_what_that_means(tmp_path):
+    band = results.uncertain_band()  # the committed pooled predictions of the shipped seed
+    assert (band.cells, band.patients) == (7108, 42)
+    n_all, n_hem = 4815, 2293  # C-NMC fold_0 + fold_1
+    assert band.share == pytest.approx((band.share_all * n_all + band.share_hem * n_hem) / band.cells)
+    assert band.right_inside < band.right_outside  # why no call is made there
+    text = results.band_markdown(band)
+    assert f"**{band.share:.0%} of cells**" in text and "haematologist" in text and "7,108 cells of 42" in text
+    demo = app.build_demo(_undecided(tmp_path), results_dir=results.RESULTS_DIR)
+    shown = [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown) and b.value]
+    assert shown.count(text) == 2  # under Classify, and in Models & results
+
+
+def _undecided(folder: Path) -> list:
+    """A model whose P(ALL) is 0.5 for every cell: its verdict is always uncertain."""
+    model = create_model("mobilenetv2", pretrained=False, img_size=64).eval()
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.zero_()
+    entry = RegisteredModel("Undecided", "mobilenetv2_100", export_model(model, folder / "u"), "cnmc-test/u")
+    return load_models([entry], precision="fp32")
+
+
+def test_an_uncertain_verdict_says_what_to_do_and_how_often_it_happens(tmp_path):
+    undecided, band = _undecided(tmp_path), results.uncertain_band()
+    _, message = app.classify(undecided, str(ALL_CELL), "Undecided", band=band)
+    assert message.startswith(f"## {UNCERTAIN}") and results.uncertain_note(band) in message
+    assert f"{band.share:.0%} of cells from patients the model never saw" in message
+    message, table = app.compare(undecided, str(ALL_CELL), band=band)
+    assert results.uncertain_note(band) in message and list(table.columns) == app.COMPARE_COLUMNS
+    _, message = app.classify(undecided, str(ALL_CELL), "Undecided")  # without the committed results
+    assert "needs a haematologist's reading._" in message
 
 
 def test_temperature_from_calibration_json_scales_the_logits(tmp_path):
@@ -249,7 +307,8 @@ def test_compare_and_explain_all(models):
     assert message.startswith("## Ensemble: ") and "Mean P(ALL) of 2 models" in message
     assert list(table["model"]) == ["Tiny A", "Tiny B"] and set(table["agrees with ensemble"]) <= {"yes", "no"}
     gallery, caption = app.explain_all(models, str(ALL_CELL))
-    assert [name for _, name in gallery] == ["Tiny A", "Tiny B"] and "Grad-CAM" in caption
+    assert [name.split(": ")[0] for _, name in gallery] == ["Tiny A", "Tiny B"] and "Grad-CAM" in caption
+    assert all(name.endswith("% of the map fell outside the cell") for _, name in gallery)
 
 
 def test_a_model_that_fails_the_shift_test_carries_the_caveat(tmp_path):
@@ -339,16 +398,66 @@ def test_flip_averaging_gives_a_mirrored_cell_the_same_answer_in_every_tab(model
 
 
 @pytest.mark.parametrize(
-    ("architecture", "size"), [("mobilenetv2", 64), ("vgg19", 64), ("inceptionv3", 96), ("resnet101v2", 64)]
+    ("architecture", "size", "layer"),
+    [
+        ("mobilenetv2", 64, "blocks.4"),
+        ("vgg19", 64, "features.51"),
+        ("inceptionv3", 96, "Mixed_6e"),
+        ("resnet101v2", 64, "stages.2"),
+    ],
 )
-def test_gradcam_has_a_target_layer_for_each_backbone(architecture, size):
+def test_gradcam_takes_each_backbone_at_its_last_stride_16_map(architecture, size, layer):
     from cnmc.load import LoadedModel
     from cnmc.preprocessing import eval_transform
 
     model = create_model(architecture, pretrained=False, img_size=size).eval()
     loaded = LoadedModel(model, eval_transform(model), ["hem", "all"], Path("."), None)
-    overlay = gradcam.overlay(loaded, load_image(ALL_CELL).image, 1)
-    assert overlay.shape == (size, size, 3)
+    assert gradcam.target_layer(model) == layer
+    found = gradcam.explain(loaded, load_image(ALL_CELL).image, 1)
+    assert found.heat.shape == found.mask.shape == (size, size) and found.view.shape == (size, size, 3)
+    assert found.picture().shape == (size * gradcam.DISPLAY_SCALE, 2 * size * gradcam.DISPLAY_SCALE, 3)
+
+
+def _symmetric(model):
+    """A model whose view is the image resized, uncropped: a flipped image gives exactly the flipped view."""
+    from timm.data import create_transform
+
+    from cnmc.load import LoadedModel
+    from cnmc.preprocessing import data_config
+
+    config = {**data_config(model), "crop_pct": 1.0}
+    return LoadedModel(model, create_transform(**config), ["hem", "all"], Path("."), None)
+
+
+def test_gradcam_averaged_over_flips_follows_the_cell_where_one_view_does_not():
+    torch.manual_seed(0)
+    loaded = _symmetric(create_model("mobilenetv2", pretrained=False, img_size=64).eval())
+    cell = load_image(ALL_CELL).image
+    upside_down = cell.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    averaged = gradcam.explain(loaded, cell, 1).heat
+    assert np.allclose(gradcam.explain(loaded, upside_down, 1).heat, averaged[::-1], atol=1e-4)
+    single = gradcam.explain(loaded, cell, 1, flips=False).heat
+    assert not np.allclose(gradcam.explain(loaded, upside_down, 1, flips=False).heat, single[::-1], atol=1e-2)
+
+
+def test_gradcam_is_kept_to_the_cell_and_says_how_much_fell_outside():
+    torch.manual_seed(0)
+    loaded = _symmetric(create_model("mobilenetv2", pretrained=False, img_size=64).eval())
+    found = gradcam.explain(loaded, load_image(ALL_CELL).image, 1)
+    assert found.mask.tolist() == cell_mask(found.view).tolist()
+    outside = found.heat[~found.mask].sum() / found.heat.sum()
+    assert found.outside_share == pytest.approx(outside) and 0 < found.outside_share < 1
+    picture, scale = found.picture().astype(int), gradcam.DISPLAY_SCALE
+    view, painted = picture[:, : 64 * scale], picture[:, 64 * scale :]
+    assert np.abs(view - np.asarray(Image.fromarray(found.view).resize((64 * scale,) * 2))).max() <= 1  # as seen
+    # Away from the cell's edge (where enlarging blends the two), the background is left as the model saw it and
+    # the cell is painted over.
+    from scipy import ndimage
+
+    inside, background = (np.kron(m, np.ones((scale, scale), bool)) for m in (found.mask, ~found.mask))
+    inside, background = ndimage.binary_erosion(inside, iterations=6), ndimage.binary_erosion(background, iterations=6)
+    assert np.abs(painted[background] - view[background]).max() <= 2
+    assert np.abs(painted[inside] - view[inside]).mean() > 20
 
 
 # --- Look-alike warning, fast path, results tab ---------------------------------------------------------
@@ -494,7 +603,7 @@ def test_compare_only_the_ticked_models(models):
     alone, _ = app.compare([m for m in models if m.name == "Tiny B"], str(ALL_CELL), False)
     assert message.split("P(ALL) = ")[1][:5] == alone.split("P(ALL) = ")[1][:5]
     gallery, _ = app.explain_all(models, str(ALL_CELL), ["Tiny A"])
-    assert [name for _, name in gallery] == ["Tiny A"]
+    assert [name.split(": ")[0] for _, name in gallery] == ["Tiny A"]
     assert app.compare(models, str(ALL_CELL), False, [])[0] == "❌ Tick at least one model."
     assert app.explain_all(models, str(ALL_CELL), [])[1] == "❌ Tick at least one model."
     message, table = app.compare(models, str(ALL_CELL), False, ["Tiny A", "Gone"])
@@ -607,6 +716,47 @@ def test_batch_csv_goes_into_gradio_cache_which_prunes_it(models, tmp_path, monk
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     _, _, csv_path, _ = app.run_batch(models, [str(ALL_CELL)], False, progress=lambda *a, **k: None)
     assert Path(csv_path).parent.parent == tmp_path and Path(csv_path).is_file()
+
+
+def test_results_table_marks_the_shipped_recipe_and_says_its_figures_are_not_the_readmes():
+    text = results.comparison_markdown()
+    rows = [line for line in text.splitlines() if line.startswith("| ")][1:]
+    (shipped,) = [row for row in rows if results.SHIPPED_MARK in row]
+    cells = [c.strip() for c in shipped.split("|")[1:-1]]
+    assert cells[0] == f"**{results.SHIPPED_MARK} MobileNetV2**"
+    assert cells[1:6] == ["best", "scratch", "128", "cpu", "9"]  # the recipe's three seeds, each over three folds
+    assert all(" ± " not in row for row in rows)  # each mean and its sd stay on one line
+    caption = text.split("\n\n")[0]
+    assert "mean ± sd over runs" in caption and "pooled out-of-fold" in caption
+    assert "weighted F1 0.828 (0.836 averaged over the four flips" in caption  # the README's headline numbers
+
+
+def test_compare_table_has_its_headers_before_any_run(models, tmp_path):
+    demo = app.build_demo(models, results_dir=tmp_path)
+    (table,) = [b for b in demo.blocks.values() if isinstance(b, gr.Dataframe) and b.label == "Per model"]
+    assert table.value["headers"] == app.COMPARE_COLUMNS and table.value["data"] in ([], [[]])
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # the broken TIFF below
+def test_a_tiff_upload_is_shown_as_a_png_copy_of_the_same_pixels(models, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    cell = Image.open(ALL_CELL)
+    for name, image in {"rgb.tiff": cell, "gray.tif": cell.convert("L"), "cmyk.tiff": cell.convert("CMYK")}.items():
+        image.save(tmp_path / name)
+        upload = {"path": str(tmp_path / name), "orig_name": f"UID_11_10_1_all-{name}"}
+        copy = Path(app.shown_upload(upload))
+        assert copy.suffix == ".png" and copy.stem == Path(upload["orig_name"]).stem and copy.is_relative_to(tmp_path)
+        assert Image.open(copy).format == "PNG"
+        original, shown = load_image(tmp_path / name), load_image(copy)
+        assert np.array_equal(np.asarray(original.image), np.asarray(shown.image))
+        if name != "cmyk.tiff":  # PNG has no CMYK: that one is shown as the RGB the models see
+            assert shown.notes == original.notes
+        verdicts = [app.classify(models, str(p), "Tiny B", False)[1].split(" · ")[0] for p in (copy, tmp_path / name)]
+        assert verdicts[0] == verdicts[1]  # the same verdict and P(ALL)
+    (tmp_path / "cell.bmp").write_bytes(ALL_CELL.read_bytes())
+    (tmp_path / "bad.tiff").write_bytes(b"II*\x00 not really a tiff")
+    for kept in ("cell.bmp", "bad.tiff"):  # a browser shows a BMP; a broken file is left for the click to explain
+        assert app.shown_upload({"path": str(tmp_path / kept), "orig_name": kept}) == gr.skip()
 
 
 def test_results_tab_reports_the_new_batch_and_how_to_score_it(models, tmp_path):
