@@ -66,11 +66,12 @@ MAX_UPLOAD = "50mb"
 NO_MODEL = "No model is available: see the model status at the top of the page."
 GRADCAM_KEY = (
     "Grad-CAM for class ALL. Left, the cell as the model saw it; right, inside the cell, red marks the parts whose "
-    "features raised P(ALL) most, blue those that raised it least (an 8x8 grid over the model's view, averaged over "
-    "the cell's four flips). It shows where, not why: the model also reads the cell's size and overall colour, which "
-    "no map can point at (a textureless disc of a typical cell's size and colour gets an ALL verdict), and its maps "
-    "were never checked against a haematologist's reading. The share of the map that fell on the black background, "
-    "where there is nothing to read, is given for each model."
+    "features raised P(ALL) most, blue those that raised it least (the model's grid at a sixteenth of its input, 8x8 "
+    "for the shipped 128 px model, averaged over the cell's four flips when the switch is on). It shows where, not "
+    "why: the model also reads the cell's size and overall colour, which no map can point at (a textureless disc of a "
+    "typical cell's size and colour gets an ALL verdict), and its maps were never checked against a haematologist's "
+    "reading. The share of the map that fell on the black background, where there is nothing to read, is given for "
+    "each model."
 )
 # On by default: a mirror changed 8.5 % of the shipped recipe's single-view verdicts on unseen cells (README, Results).
 FLIPS_DEFAULT = True
