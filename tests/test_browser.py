@@ -133,6 +133,7 @@ def _tab(page, name: str):
 def test_classify_shows_the_verdict_a_readable_grad_cam_and_what_uncertain_means(page, tmp_path):
     band = results.uncertain_band()
     page.locator("input[type=file]").first.set_input_files(str(CELL))
+    page.locator("#classify-image img").first.wait_for(timeout=WAIT_MS)  # uploaded: a click now sends it
     page.get_by_role("button", name="Classify", exact=True).click()
     verdict = page.get_by_text("Tiny: P(ALL) = ")
     verdict.wait_for(timeout=WAIT_MS)
@@ -250,6 +251,7 @@ def test_paste_a_cell_from_the_clipboard(url, models):
                 base64.b64encode(png.getvalue()).decode(),
             )
             page.get_by_label("Paste from clipboard").first.click()
+            page.locator("#classify-image img").first.wait_for(timeout=WAIT_MS)
             page.get_by_role("button", name="Classify", exact=True).click()
             verdict = page.get_by_text("Tiny: P(ALL) = ")
             verdict.wait_for(timeout=WAIT_MS)
