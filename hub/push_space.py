@@ -25,6 +25,7 @@ from huggingface_hub import SpaceCard, SpaceCardData
 
 from hub.card import CITATION
 from hub.upload import HubError, add_upload_arguments, check_repo_id, new_folder, run, upload
+from serving import results
 from serving.registry import HUB_ORG, MODELS, ORG_SETTING, ROOT
 
 FILES = ["app.py", "requirements.txt"]
@@ -33,8 +34,8 @@ APP_PORT = 7860  # the Dockerfile's GRADIO_SERVER_PORT
 # The app's code (it imports nothing from training/ or hub/), its shipped models and the real cells it offers as
 # examples; each only when present.
 FOLDERS = ["cnmc", "serving", "models", "examples"]
-# Of results/, only what the Models & results tab reads (serving.results): the table and the plots beside it.
-RESULTS = ["results/comparison.md", "results/*.png"]
+# Of results/, only what the Models & results tab reads.
+RESULTS = results.READS
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
 
 

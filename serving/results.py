@@ -14,7 +14,7 @@ import numpy as np
 from cnmc import runs
 from cnmc.calibration import calibrated_prob_all
 from cnmc.decision import calls_all
-from cnmc.export import CONFIG_NAME, TRAIN_PATIENTS_KEY
+from cnmc.export import CALIBRATION_NAME, CONFIG_NAME, TRAIN_PATIENTS_KEY
 from cnmc.load import read_calibration
 from serving.predict import UNCERTAIN, UNCERTAIN_BAND, ServedModel
 from serving.registry import ROOT
@@ -53,6 +53,16 @@ SHIPPED_RUN = "cpu-mobilenetv2-mildcolour-cv3"
 SHIPPED_SEED = "seed0"
 SHIPPED_POOLED, SHIPPED_SERVED, SHIPPED_FINAL = f"{SHIPPED_SEED}/pooled", f"{SHIPPED_SEED}/pooled_tta", "all"
 SHIPPED_MARK = "★"
+# Every file under results/ this module reads, as paths or patterns from the repository's root: the Space and the
+# Docker image carry these and nothing else of results/ (hub.push_space; .dockerignore lists the same).
+READS = [
+    "results/comparison.md",
+    "results/comparison.json",
+    "results/*.png",
+    f"results/{SHIPPED_RUN}/{SHIPPED_FINAL}/{CALIBRATION_NAME}",
+    *(f"results/{SHIPPED_RUN}/{part}/{runs.EVAL}.json" for part in (SHIPPED_POOLED, SHIPPED_SERVED)),
+    f"results/{SHIPPED_RUN}/{SHIPPED_SERVED}/{runs.EVAL}{runs.PREDICTIONS_SUFFIX}.gz",
+]
 
 
 def comparison_markdown(results_dir: Path = RESULTS_DIR) -> str:

@@ -30,7 +30,7 @@ from cnmc.load import NETWORK_ERROR, NOT_PUBLISHED, OFFLINE, ModelLoadError, loa
 from cnmc.preprocessing import eval_transform
 from hub import publish, push, push_space
 from hub.card import model_card
-from serving import registry
+from serving import registry, results
 
 CELL = sorted((CNMC_ROOT / "training_data" / "fold_0" / "all").glob("*.webp"))[0]
 REPO_ID = "cnmc-test/tiny-mobilenetv2"
@@ -432,7 +432,13 @@ def test_space_dry_run_pins_gradio_and_lists_the_published_models(tmp_path):
         assert (out / path).is_file()
     assert not list(out.rglob("__pycache__"))
     assert not (out / "training").exists() and not (out / "hub").exists()  # the app imports neither
-    assert sorted(p.name for p in (out / "results").iterdir()) == ["comparison.md", "roc_overlay.png"]
+    # Of results/, exactly what the Models & results tab reads, and the Docker image is cut to the same list.
+    shipped = sorted(str(p.relative_to(out)) for p in (out / "results").rglob("*") if p.is_file())
+    root = registry.ROOT
+    expected = sorted(str(p.relative_to(root)) for pattern in results.READS for p in root.glob(pattern))
+    assert shipped == expected and all(p in shipped for p in results.READS if "*" not in p)
+    dockerignore = (root / ".dockerignore").read_text().splitlines()
+    assert all(f"!{pattern}" in dockerignore for pattern in results.READS)
 
 
 def test_space_push_creates_a_gradio_space(fake_hub):
