@@ -12,9 +12,11 @@ import atexit  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
-# The app's ONNX exports (serving.onnx_runtime) go to a folder of the test session's, not the user's cache.
-os.environ["CNMC_ONNX_CACHE"] = tempfile.mkdtemp(prefix="cnmc-onnx-tests-")
-atexit.register(shutil.rmtree, os.environ["CNMC_ONNX_CACHE"], ignore_errors=True)
+# The app's ONNX exports (serving.onnx_runtime) and gradio's uploads go to folders of this test session's: gradio
+# keeps uploads by their content's hash, so another app on the machine sharing its cache could delete a test's.
+for setting, prefix in (("CNMC_ONNX_CACHE", "cnmc-onnx-tests-"), ("GRADIO_TEMP_DIR", "cnmc-gradio-tests-")):
+    os.environ[setting] = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, os.environ[setting], ignore_errors=True)
 
 from pathlib import Path  # noqa: E402
 

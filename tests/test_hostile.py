@@ -277,8 +277,8 @@ def test_a_batch_stops_at_its_budget_with_partial_results_and_says_so(client, mo
     table, _, _, message = client.predict([handle_file(str(p)) for p in CELLS[:4]], False, api_name="/batch")
     assert message.startswith(expected) and len(table["data"]) == int(expected.split()[0])
     monkeypatch.undo()
-    _, _, _, message = client.predict([handle_file(str(p)) for p in CELLS[:4]], False, api_name="/batch")
-    assert message == "4 files classified"
+    table, _, _, message = client.predict([handle_file(str(p)) for p in CELLS[:4]], False, api_name="/batch")
+    assert message == "4 files classified", table["data"]
 
 
 def test_a_batch_of_zip_bombs_by_count_is_refused_from_the_index(client, tmp_path):
