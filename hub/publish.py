@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from cnmc.export import WEIGHTS_NAME
@@ -44,6 +45,16 @@ def _on_the_hub(models: list[RegisteredModel]) -> list[str]:
     return [m.repo_id for m in models if m.revision or not skip_reason(m)]
 
 
+def _with_weights(models: list[RegisteredModel], lines: list[str]) -> Iterator[RegisteredModel]:
+    """The models that can be uploaded; for each of the others, a line in ``lines`` saying why it is skipped."""
+    for model in models:
+        reason = skip_reason(model)
+        if reason:
+            lines.append(f"{model.repo_id}: {reason}")
+        else:
+            yield model
+
+
 def _name(model: RegisteredModel) -> str:
     return model.repo_id.split("/")[1]
 
@@ -54,11 +65,7 @@ def dry_run(org: str, *, out: str | Path | None = None, docker: bool = False, sp
     space_id = check_repo_id(f"{org}/{space}")
     folder = new_folder(out)
     lines = []
-    for model in models:
-        reason = skip_reason(model)
-        if reason:
-            lines.append(f"{model.repo_id}: {reason}")
-            continue
+    for model in _with_weights(models, lines):
         repo, run_dir = new_folder(folder / _name(model)), shipped_run(model.local_dir)
         files = push.build_model_repo(model.local_dir, repo, repo_id=model.repo_id, run_dir=run_dir)
         lines.append(f"{model.repo_id}: would get {', '.join(files)}, written to {repo}")
@@ -80,11 +87,7 @@ def publish(
     models = registered_models(org)
     space_id = check_repo_id(f"{org}/{space}")
     lines = []
-    for model in models:
-        reason = skip_reason(model)
-        if reason:
-            lines.append(f"{model.repo_id}: {reason}")
-            continue
+    for model in _with_weights(models, lines):
         commit = push.push(model.local_dir, model.repo_id, private=private, run_dir=shipped_run(model.local_dir))
         # Recorded at once, so that a later failure leaves the uploads before it pinned.
         record_revision(model.repo_id, commit.oid, revisions_file)
