@@ -34,6 +34,7 @@ from serving.predict import (
     UNCERTAIN_BAND,
     ServedModel,
     available,
+    default_members,
     ensemble,
     load_models,
     predict,
@@ -163,7 +164,7 @@ def _pick(models: Sequence[ServedModel], name: object) -> ServedModel:
 
 
 def _chosen(models: Sequence[ServedModel], members: object) -> list[ServedModel]:
-    """The available models among ``members`` (every available one when None), in the registry's order."""
+    """The available models among ``members`` (when None, the default ensemble's), in the registry's order."""
     try:
         members = arguments.model_names(members)
     except ArgumentError as error:
@@ -172,7 +173,7 @@ def _chosen(models: Sequence[ServedModel], members: object) -> list[ServedModel]
     if not ready:
         raise _Refused(NO_MODEL)
     if members is None:
-        return ready
+        return default_members(ready)
     if not members:
         raise _Refused("❌ Tick at least one model.")
     names = {_pick(models, name).name for name in members}  # refuses a name it cannot serve
@@ -249,7 +250,7 @@ def compare(
     *,
     band: results.Band | None = None,
 ):
-    """-> (ensemble markdown, per-model table) for the chosen ``members`` (default: every available model)."""
+    """-> (ensemble markdown, per-model table) for the chosen ``members`` (default: the default ensemble's)."""
     empty = pd.DataFrame(columns=COMPARE_COLUMNS)
     try:
         ready, flips, checked = _chosen(models, members), _flips(flips), _read(upload)
@@ -442,7 +443,10 @@ def build_demo(
                 with gr.Column():
                     compare_image = _image_input("compare-image")
                     members = gr.CheckboxGroup(
-                        names, value=names, label="Models", info="The ensemble is the mean P(ALL) of those ticked."
+                        names,
+                        value=[m.name for m in default_members(models)],
+                        label="Models",
+                        info="The ensemble is the mean P(ALL) of those ticked; ticked first, the best measured.",
                     )
                     compare_button = gr.Button("Compare", variant="primary")
                     explain_all_button = gr.Button("Grad-CAM for each")

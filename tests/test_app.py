@@ -12,6 +12,7 @@ import struct
 import time
 import zipfile
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
@@ -31,7 +32,7 @@ from cnmc.export import TRAINING_RANGE_KEY, export_model
 from serving import batch, cache, fast, gradcam, results
 from serving.images import load_batch, load_image
 from serving.lookalike import check_lookalike
-from serving.predict import NOT_A_CELL, UNCERTAIN, load_models, probabilities, verdict
+from serving.predict import NOT_A_CELL, UNCERTAIN, default_members, load_models, probabilities, verdict
 from serving.registry import RegisteredModel
 
 # --- Bad input ------------------------------------------------------------------------------------------
@@ -609,6 +610,19 @@ def test_compare_only_the_ticked_models(models):
     message, table = app.compare(models, str(ALL_CELL), False, ["Tiny A", "Gone"])
     assert message.startswith("❌ Model 'Gone' is unavailable: ") and table.empty
     assert "'Nope' is not one of this app's models" in app.compare(models, str(ALL_CELL), False, ["Nope"])[0]
+
+
+def test_compare_averages_the_measured_ensemble_unless_told_otherwise(models):
+    """By default Compare leaves out a backbone that lowered the measured ensemble (ResNet101V2), when any of the
+    ensemble's own members is available; with none of them, every available model."""
+    tiny_a, tiny_b = (m for m in models if m.available)
+    renamed = [replace(tiny_a, name="MobileNetV2"), replace(tiny_b, name="ResNet101V2")]
+    assert [m.name for m in default_members(renamed)] == ["MobileNetV2"]
+    _, table = app.compare(renamed, str(ALL_CELL), False)
+    assert list(table["model"]) == ["MobileNetV2"]
+    _, table = app.compare(renamed, str(ALL_CELL), False, ["MobileNetV2", "ResNet101V2"])
+    assert list(table["model"]) == ["MobileNetV2", "ResNet101V2"]
+    assert default_members(models) == [tiny_a, tiny_b]
 
 
 def test_compare_with_one_model_does_not_claim_an_ensemble(models):
