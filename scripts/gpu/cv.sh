@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # A training campaign on a lent GPU machine: the throughput benchmark (unless SKIP_BENCH=1), then
 # `python -m training.pipeline` with this script's arguments (backbones, preset, epochs, --time-limit, ...), then
-# the results packed for the trip back: the device returns few, shallow files, so everything goes into one archive,
-# without checkpoints, the folds' weights, or the final weights of any backbone but those in SHIP (default: all).
+# the results packed for the trip back: the device returns at most 8 files of 16 MiB (64 MiB in all), so everything
+# goes into one archive, without checkpoints or the folds' weights. Only the final weights of the backbones in SHIP
+# (default: mobilenetv2, 4.5 MB in fp16) travel in it; the others wait in weights/BACKBONE.safetensors on the
+# machine, for later calls to bring back in pieces (split -b 15M into $OUT) while it stays warm.
 #   bash scripts/gpu/cv.sh --backbones mobilenetv2 inceptionv3 --preset cellnorm --epochs 30 --time-limit 420
 # Needs prepared/ and, where the machine's image lacks the Hugging Face libraries, their wheels in .whl/ (env.sh).
 set -uo pipefail
@@ -15,8 +17,10 @@ source scripts/gpu/env.sh
 python3 -m training.pipeline --data-dir prepared --output "$OUT/runs" "$@" 2>&1 | grep -v Warning
 status=${PIPESTATUS[0]}
 rm -rf "$OUT"/runs/*/checkpoints "$OUT"/runs/*-cv[0-9]/model
+mkdir -p weights
 for final in "$OUT"/runs/*-all; do
-  [ -z "${SHIP:-}" ] || [[ " $SHIP " == *" $(basename "$final" | cut -d- -f1) "* ]] || rm -f "$final/model/model.safetensors"
+  backbone=$(basename "$final" | cut -d- -f1)
+  [[ " ${SHIP:-mobilenetv2} " == *" $backbone "* ]] || mv "$final/model/model.safetensors" "weights/$backbone.safetensors"
 done
 tar -czf "$OUT/runs.tar.gz" -C "$OUT" runs && rm -rf "$OUT/runs"
 exit "$status"
