@@ -32,6 +32,7 @@ from cnmc.export import (
     CONFIG_NAME,
     SHIFT_PROTOCOL_NAME,
     TRAIN_PATIENTS_KEY,
+    TRAINING_RANGE_KEY,
     WEIGHTS_NAME,
 )
 from cnmc.preprocessing import CellNormalization, eval_transform
@@ -63,6 +64,8 @@ class LoadedModel(NamedTuple):
     temperature: float | None  # from calibration.json: divide the logits by it before softmax
     # config.json's record of the patients it trained on; None where the folder predates that record
     train_patients: frozenset[str] | None = None
+    # config.json's range of cell size and stain among its training cells (cnmc.training_range); None if unrecorded
+    training_range: dict | None = None
 
 
 def load_model(source: str, device: str | torch.device = "cpu", *, cache_dir: str | Path | None = None) -> LoadedModel:
@@ -78,6 +81,7 @@ def load_model(source: str, device: str | torch.device = "cpu", *, cache_dir: st
         folder,
         _temperature(folder),
         None if patients is None else frozenset(patients),
+        config.get(TRAINING_RANGE_KEY),
     )
 
 

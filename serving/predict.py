@@ -7,7 +7,6 @@ reason, so the app can say so and still start; the log says for each where it ca
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -23,7 +22,6 @@ from PIL import Image
 from cnmc import training_range
 from cnmc.calibration import calibrated
 from cnmc.decision import calls_all
-from cnmc.export import CONFIG_NAME, TRAINING_RANGE_KEY
 from cnmc.load import LoadedModel, read_shift_protocol
 from cnmc.preprocessing import flip_averaged
 from serving import fast, onnx_runtime
@@ -79,11 +77,10 @@ class ServedModel:
         protocol = read_shift_protocol(self.loaded.folder) if self.loaded else None
         return bool(protocol and protocol.get("passes"))
 
-    @cached_property
+    @property
     def training_range(self) -> dict | None:
         """The range of cell size and stain among its training cells, if its config.json records it."""
-        config = self.loaded.folder / CONFIG_NAME if self.loaded else None
-        return json.loads(config.read_text()).get(TRAINING_RANGE_KEY) if config and config.is_file() else None
+        return self.loaded.training_range if self.loaded else None
 
     @property
     def status(self) -> str:
