@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, partial
 from statistics import mean
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -98,11 +99,16 @@ class Prediction:
     latency_ms: float
 
 
+def in_uncertain_band(prob_all: float | np.ndarray) -> bool | np.ndarray:
+    """Whether a calibrated P(ALL), or each of an array of them, is too close to call (bounds included)."""
+    return (UNCERTAIN_BAND[0] <= prob_all) & (prob_all <= UNCERTAIN_BAND[1])
+
+
 def verdict(prob_all: float, looks_like_cell: bool = True) -> str:
     """ALL, HEM or uncertain; no verdict at all for an image that fails serving.lookalike's check."""
     if not looks_like_cell:
         return NOT_A_CELL
-    if UNCERTAIN_BAND[0] <= prob_all <= UNCERTAIN_BAND[1]:
+    if in_uncertain_band(prob_all):
         return UNCERTAIN
     return "ALL" if calls_all(prob_all) else "HEM"
 

@@ -16,7 +16,7 @@ from cnmc.calibration import calibrated_prob_all
 from cnmc.decision import calls_all
 from cnmc.export import CALIBRATION_NAME, CONFIG_NAME, TRAIN_PATIENTS_KEY
 from cnmc.load import read_calibration
-from serving.predict import UNCERTAIN, UNCERTAIN_BAND, ServedModel
+from serving.predict import UNCERTAIN, UNCERTAIN_BAND, ServedModel, in_uncertain_band
 from serving.registry import ROOT
 
 RESULTS_DIR = ROOT / "results"
@@ -138,7 +138,7 @@ def uncertain_band(results_dir: Path = RESULTS_DIR) -> Band | None:
     # The stored flip average is of uncalibrated probabilities; the app calibrates each flip, then averages: on the
     # 56 real cells in tests/fixtures and examples/ the two orders differ by at most 0.006.
     prob = calibrated_prob_all(np.array([float(r["prob_all"]) for r in rows]), calibration["temperature"])
-    inside = (prob >= UNCERTAIN_BAND[0]) & (prob <= UNCERTAIN_BAND[1])
+    inside = in_uncertain_band(prob)
     right = calls_all(prob) == (labels == 1)
     return Band(
         cells=len(rows),
