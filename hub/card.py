@@ -17,11 +17,12 @@ from pathlib import Path
 import jinja2
 import timm
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from safetensors import safe_open
 
 from cnmc import runs
-from cnmc.backbones import resolve_backbone
+from cnmc.backbones import Backbone, resolve_backbone
 from cnmc.cells import CLASS_NAMES
-from cnmc.export import CELL_NORMALIZATION_KEY, CONFIG_NAME, LABEL_NAMES, imagenet_tag
+from cnmc.export import CELL_NORMALIZATION_KEY, CONFIG_NAME, LABEL_NAMES, WEIGHTS_NAME, imagenet_tag
 from cnmc.load import read_calibration
 from serving.registry import MODELS, ROOT
 from training.crossval import OTHER_SEED_METRICS
@@ -36,6 +37,8 @@ PLOTS = {
     runs.TRAINING_CURVES: "Training curves",
     runs.PATIENTS_BY_SIZE: "Mean P(ALL) against mean cell area, one point per evaluated patient",
 }
+# safetensors' names of floating-point dtypes, as the card writes them.
+_SAFETENSORS_DTYPES = {"F16": "half precision (float16)", "BF16": "bfloat16", "F32": "full precision (float32)"}
 # Below this ROC-AUC among cells of about the same size, a model has learned little beyond the cell's size.
 SIZE_ONLY_AUC = 0.6
 # The TCIA collection's name. C-NMC is not a Hub dataset, so the front matter has no `datasets:` (the card links
@@ -163,6 +166,7 @@ def model_card(model_dir: str | Path, *, repo_id: str, run_dir: str | Path | Non
         **_evaluation_tables(evaluation, _read_optional_json(runs.report_file(run_dir, FLIPPED_EVAL))),
         plots=[(p.name, PLOTS[p.name]) for p in present_plots(run_dir)],
         calibration=read_calibration(model_dir),
+        weights=_stored_weights(model_dir),
         hyperparameters_table=_table(
             ["hyperparameter", "value"], _flatten({k: v for k, v in run.items() if k not in _LOCAL_ONLY})
         ),
@@ -178,14 +182,17 @@ def _model_facts(config: dict, run: dict) -> dict:
     """What the card says about the architecture, its start and its preprocessing."""
     architecture = config["architecture"]
     try:
-        display = resolve_backbone(architecture).display_name
+        backbone = resolve_backbone(architecture)
     except ValueError:
-        display = architecture
+        backbone = Backbone(architecture, architecture, architecture, 0)
+    built_with = {k: v for k, v in (config.get("model_args") or {}).items() if k in backbone.model_args}
     cfg = {"crop_pct": 1.0, "interpolation": "bicubic", "mean": None, "std": None, **config.get("pretrained_cfg", {})}
     _, height, width = cfg.get("input_size", (3, "?", "?"))
     return {
-        "display": display,
+        "display": backbone.display_name,
         "architecture": architecture,
+        "built_with": ", ".join(f"{k}={v!r}" for k, v in built_with.items()),
+        "architecture_note": backbone.architecture_note,
         "pretrained": bool(run.get("pretrained")),
         "base_model": base_model(config),
         "cfg": cfg,
@@ -194,6 +201,17 @@ def _model_facts(config: dict, run: dict) -> dict:
         "norm": config.get(CELL_NORMALIZATION_KEY),
         "labels": config.get("label_names") or [LABEL_NAMES[name] for name in CLASS_NAMES],
     }
+
+
+def _stored_weights(model_dir: Path) -> dict | None:
+    """The precision and size of the folder's model.safetensors, if it has one."""
+    file = model_dir / WEIGHTS_NAME
+    if not file.is_file():
+        return None
+    with safe_open(file, "pt") as weights:
+        dtypes = {weights.get_slice(k).get_dtype() for k in weights.keys()}
+    floating = sorted(d for d in dtypes if d.startswith(("F", "BF")))
+    return {"dtypes": ", ".join(_SAFETENSORS_DTYPES.get(d, d) for d in floating), "mb": file.stat().st_size / 1e6}
 
 
 def _evaluation_tables(evaluation: dict, flipped: dict | None) -> dict:

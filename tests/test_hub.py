@@ -305,6 +305,17 @@ def test_card_metadata_and_numbers_come_from_the_run(run):
     assert "| HEM | 3 | 2 |" in body and "| ALL | 1 | 10 |" in body
     assert "| a_new_knob | rendered too |" in body and "| augmentation.hflip | 0.5 |" in body
     assert "calibration.json" in body
+    assert "stores the weights in half precision (float16), 4.5 MB" in body and "model_args" not in body
+
+
+def test_card_says_what_vgg19s_narrow_classifier_changes_and_why(run, tmp_path):
+    for name in ("run_config.json", "eval.json"):
+        shutil.copy(run / name, tmp_path / name)
+    export_model(create_model("vgg19", pretrained=False, img_size=64).eval(), tmp_path / "model")
+    text = model_card(tmp_path / "model", repo_id=REPO_ID).text
+    assert 'timm.create_model("vgg19_bn", mlp_ratio=0.015625)' in text and "`model_args`" in text
+    assert "instead of the 4096 of the thesis's VGG19" in text and "from 139.6 M to 21.9 M" in text
+    assert re.search(r"stores the weights in half precision \(float16\), 4[34]\.\d MB", text)
 
 
 def test_the_tag_names_weights_trained_here_and_what_they_started_from():
