@@ -14,11 +14,13 @@ with eval.json and its plots, and the model's calibration temperature fitted on 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import csv
 import io
 import json
 import logging
 import math
+import multiprocessing
 import os
 import sys
 import time
@@ -230,9 +232,17 @@ def run_config(
 
 def measured_range(train_set: datasets.Dataset) -> dict:
     """The training cells' range of size and stain: the model folder keeps it, and the app flags cells outside it."""
-    cells = train_set.select_columns(["image"])
-    measures = (measure(row["image"]) for row in tqdm(cells, desc="Measuring the training cells", leave=False))
+    measures = (measure(row["image"]) for row in train_set.select_columns(["image"]))
     return training_range(m for m in measures if m is not None)
+
+
+def start_measuring(train_set: datasets.Dataset) -> concurrent.futures.Future:
+    """:func:`measured_range` in a process of its own: it takes one core about half a minute for C-NMC's 7,108
+    cells, which the first epoch needn't wait for."""
+    executor = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    measuring = executor.submit(measured_range, train_set.select_columns(["image"]).with_format(None))
+    executor.shutdown(wait=False)  # the process ends once it has measured
+    return measuring
 
 
 def train(args: argparse.Namespace) -> Path:
@@ -336,7 +346,7 @@ def train(args: argparse.Namespace) -> Path:
     config = run_config(args, recipe, train_set, val_set, val_description, accelerator, device_cache)
     if accelerator.is_main_process:
         atomic.write_text(out / runs.RUN_CONFIG, json.dumps(config, indent=2) + "\n")
-        cell_range = measured_range(train_set)
+        measuring = start_measuring(train_set)
 
     for epoch in range(start_epoch, recipe.epochs):
         set_seed(args.seed + epoch)  # a resumed run sees the same shuffles and augmentations
@@ -415,7 +425,7 @@ def train(args: argparse.Namespace) -> Path:
                     tmp,
                     train_patients=config["train_patients"],
                     cell_normalization=normalization,
-                    training_range=cell_range,
+                    training_range=measuring.result(),
                 )
                 atomic.replace_dir(tmp, out / runs.MODEL)
                 if val_loader is not None:
