@@ -303,8 +303,9 @@ def run_batch(
     flips: object = FLIPS_DEFAULT,
     progress=gr.Progress(),  # noqa: B008 (gradio finds its progress bar by this default)
 ):
-    """-> (table, per-patient summary, CSV path, message). The CSV is written into gradio's cache, which prunes it."""
-    ready = available(models)
+    """-> (table, per-patient summary, CSV path, message), from Compare's default ensemble. The CSV is written into
+    gradio's cache, which prunes it."""
+    ready = default_members(models)
     if not ready:
         return None, None, None, NO_MODEL
     if not files:
@@ -331,7 +332,21 @@ def run_batch(
     message += f", {unlike} of them unlike a C-NMC cell (no verdict, see warning)" if unlike else ""
     message += f", {failed} could not be read" if failed else ""
     message += f" ({cut})" if cut else ""
-    return table, batch.patient_summary(table), str(csv), message
+    return table, batch.patient_summary(table, batch.verdict_column(ready)), str(csv), message
+
+
+def batch_basis(models: Sequence[ServedModel]) -> str:
+    """What Batch's verdicts rest on, in one sentence."""
+    ready = default_members(models)
+    if len(ready) == 1:
+        alone = "model" if len(available(models)) == 1 else "member of Compare's default ensemble"
+        return f"Verdicts on {ready[0].name}'s P(ALL), the only {alone} available."
+    return f"Verdicts on the {batch.ENSEMBLE}: the mean P(ALL) of {_names(ready)}, Compare's default ensemble."
+
+
+def _names(models: Sequence[ServedModel]) -> str:
+    names = [m.name for m in models]
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
 
 
 def _clear_on_change(trigger: gr.components.Component, cleared: dict) -> None:
@@ -497,9 +512,11 @@ def build_demo(
             )
             batch_button = gr.Button("Classify all", variant="primary")
             batch_message = gr.Markdown()
-            no_files = pd.DataFrame(columns=batch.table_columns(available(models)))  # headers before the first run
+            batch_members = default_members(models)
+            gr.Markdown(batch_basis(models) if batch_members else NO_MODEL)
+            no_files = pd.DataFrame(columns=batch.table_columns(batch_members))  # headers before the first run
             table = gr.Dataframe(no_files, label="P(ALL) per file", interactive=False, wrap=True)
-            no_patients = batch.patient_summary(no_files)
+            no_patients = batch.patient_summary(no_files, "")
             summary = gr.Dataframe(no_patients, label="Per patient (C-NMC file names)", interactive=False)
             csv = gr.File(label="CSV")
             _clear_on_change(files, {table: no_files, summary: no_patients, csv: None, batch_message: ""})

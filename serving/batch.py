@@ -42,8 +42,9 @@ def predict_batch(
     flips: bool = False,
 ) -> BatchResult:
     """One row per item, until the batch's budget (:data:`MAX_FILES`, :data:`MAX_PIXELS`, :data:`MAX_SECONDS`) is
-    spent: file, each model's calibrated P(ALL), the ensemble's mean, its verdict (none for an image unlike a C-NMC
-    cell, the warning says why), and any error. ``items`` is consumed lazily, one decoded image at a time, and the
+    spent: file, each model's calibrated P(ALL), with two models or more their ensemble's mean (:data:`ENSEMBLE`),
+    the verdict on that mean or on the one model's P(ALL) (none for an image unlike a C-NMC cell, the warning says
+    why), and any error. ``items`` is consumed lazily, one decoded image at a time, and the
     budget is checked before each, so nothing past it is decoded.
 
     With ``flips``, each probability is averaged over the image's four flips (see ``serving.predict``).
@@ -62,10 +63,11 @@ def predict_batch(
         else:
             predictions = [predict(model, item.image.image, flips=flips) for model in models]
             row |= {p.model: round(p.prob_all, 4) for p in predictions}
-            mean_all = ensemble(predictions)  # the Compare tab's ensemble, on unrounded probabilities
+            mean_all = ensemble(predictions)  # as Compare averages, on unrounded probabilities
+            if len(models) > 1:
+                row[ENSEMBLE] = round(mean_all, 4)
             lookalike = check_lookalike(item.image.image)
             row |= {
-                ENSEMBLE: round(mean_all, 4),
                 "verdict": verdict(mean_all, lookalike.looks_like_cell),
                 "warning": "; ".join(lookalike.reasons) or unlike_training(models, item.image.image),
                 "error": "",
@@ -93,18 +95,24 @@ def _spent(done: int, total: int, pixels: int, seconds: float) -> str | None:
 
 
 def table_columns(models: Sequence[ServedModel]) -> list[str]:
-    return ["file", *(m.name for m in models), ENSEMBLE, "verdict", "warning", "error"]
+    return ["file", *(m.name for m in models), *([ENSEMBLE] * (len(models) > 1)), "verdict", "warning", "error"]
 
 
-def patient_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per patient, for files named like C-NMC cells (``UID_<patient>_..._<all|hem>``); empty if none are."""
+def verdict_column(models: Sequence[ServedModel]) -> str:
+    """The column whose P(ALL) the verdict is on: the ensemble's, or the one model's."""
+    return ENSEMBLE if len(models) > 1 else models[0].name
+
+
+def patient_summary(table: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Per patient, for files named like C-NMC cells (``UID_<patient>_..._<all|hem>``), from the P(ALL) in
+    ``column`` (:func:`verdict_column`); empty if no file is named so."""
     rows = []
     for _, row in table[table["error"] == ""].iterrows():
         try:
             patient, label = parse_cell_name(PurePosixPath(row["file"]).name)
         except ValueError:
             continue
-        rows.append({"patient": patient, "label": CLASS_NAMES[label], "p_all": row[ENSEMBLE]})
+        rows.append({"patient": patient, "label": CLASS_NAMES[label], "p_all": row[column]})
     names = {
         "label": "label (from file name)",
         "mean_p_all": "mean P(ALL)",

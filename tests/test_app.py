@@ -333,12 +333,30 @@ def test_batch_of_real_cells_with_patient_summary(models):
         models, [str(p) for p in CELLS[:12]], False, progress=lambda *a, **k: None
     )
     assert len(table) == 12 and (table["error"] == "").all() and message == "12 files classified"
-    assert table["ensemble"].between(0, 1).all()
+    mean = (table["Tiny A"] + table["Tiny B"]) / 2  # of the rounded columns: within a rounding step
+    assert table["ensemble"].between(0, 1).all() and ((table["ensemble"] - mean).abs() <= 1e-4).all()
+    assert (
+        app.batch_basis(models)
+        == "Verdicts on the ensemble: the mean P(ALL) of Tiny A and Tiny B, Compare's default ensemble."
+    )
     assert summary["cells"].sum() == sum("UID_" in p.name for p in CELLS[:12])
     for _, row in summary.iterrows():
         assert row["patient call (mean P(ALL))"] == verdict(row["mean P(ALL)"])
         assert row["label (from file name)"] in ("all", "hem") and 0 <= row["cells uncertain"] <= row["cells"]
     assert app.run_batch(models, [], progress=None)[3] == "Upload images or a .zip of them first."
+
+
+def test_batch_verdicts_rest_on_the_default_ensemble_and_without_one_on_the_one_model(models, monkeypatch):
+    files = [str(p) for p in CELLS[:3]]
+    monkeypatch.setattr("serving.predict.ENSEMBLE", ("Tiny B",))  # as if Tiny B alone were the measured best
+    table, summary, _, _ = app.run_batch(models, files, False, progress=lambda *a, **k: None)
+    assert list(table.columns) == ["file", "Tiny B", "verdict", "warning", "error"]  # no one-model "ensemble"
+    assert list(table["verdict"]) == [verdict(p) for p in table["Tiny B"]]
+    expected = "Verdicts on Tiny B's P(ALL), the only member of Compare's default ensemble available."
+    assert app.batch_basis(models) == expected
+    pooled = (summary["mean P(ALL)"] * summary["cells"]).sum() / summary["cells"].sum()
+    named = table[table["file"].str.startswith("UID_")]  # the summary's cells: those named as C-NMC names them
+    assert summary["cells"].sum() == len(named) > 0 and pooled == pytest.approx(named["Tiny B"].mean(), abs=1e-4)
 
 
 def test_batch_decodes_one_file_at_a_time_and_stops_at_its_limit(models, monkeypatch):
