@@ -33,6 +33,8 @@ RECIPES = {
     "12 colour, texture and shape statistics, trees": "results/handcrafted-baseline",
     "shipped MobileNetV2 recipe, seed 0": "results/cpu-mobilenetv2-mildcolour-cv3/seed0/pooled",
     "InceptionV3, 12 epochs": "results/cpu-inceptionv3-cv3/e12-seed0/pooled",
+    "VGG19, 224 px": "results/gpu-h200-vgg19-cv3/all",
+    "mean of MobileNetV2, InceptionV3 and VGG19": "results/ensembles/mobilenetv2-inceptionv3-vgg19",
     "MobileNetV2 on size- and stain-normalised cells": "results/cpu-mobilenetv2-cellnorm-cv3/pooled",
     "14 nucleus features, trees": "results/nucleus-features",
     "mean of those two": "results/stacking",
