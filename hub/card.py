@@ -56,7 +56,7 @@ TAGS = ["image-classification", "timm", "medical", "leukemia"]
 SHIPPED_RUNS = {
     "mobilenetv2": "results/cpu-mobilenetv2-mildcolour-cv3/all",
     "vgg19": "results/gpu-h200-vgg19-cv3/all",
-    "inceptionv3": "results/cpu-inceptionv3-cv3/all",
+    "inceptionv3": "results/cpu-inceptionv3-cv3/e12-all",
     "resnet101v2": "results/gpu-h200-resnet101v2-cv3/all",
 }
 # eval.json key -> (model-index metric type, display name); model-index carries these, the body all of _METRICS.
