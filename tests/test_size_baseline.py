@@ -17,6 +17,7 @@ from training.size_baseline import (
     add_cell_area,
     cell_area,
     cross_validate,
+    large_cell_donors,
     log_area,
     main,
     matched_size_auc,
@@ -83,6 +84,18 @@ def test_size_dependence_tells_a_size_meter_from_a_model_that_sees_more():
         matched_size_auc(np.ones(40, dtype=int), areas[:40], areas[:40])
 
 
+def test_large_cell_donors_are_the_third_of_healthy_donors_with_the_largest_cells():
+    # Six healthy donors, two cells each, of growing size; two patients with ALL.
+    patients = [f"H{d}" for d in range(6) for _ in range(2)] + ["1", "1", "2", "2"]
+    areas = np.array([0.05 + 0.02 * d for d in range(6) for _ in range(2)] + [0.2, 0.2, 0.2, 0.2])
+    labels = np.array([0] * 12 + [1] * 4)
+    probs = np.array([0.1] * 8 + [0.9, 0.9, 0.1, 0.9] + [0.8, 0.8, 0.7, 0.7])  # H4 over-called, half of H5
+    large = large_cell_donors(probs, labels, areas, patients)
+    assert large["patients"] == ["H5", "H4"] and large["cells"] == 4
+    assert large["specificity"] == 0.25  # one of the four cells called HEM
+    assert large["roc_auc_against_all"] == 0.25  # three of their four cells ranked above every blast
+
+
 def test_cli_writes_the_baseline_and_tests_a_model_for_size(tmp_path, cnmc, capsys):
     predictions = tmp_path / "eval_predictions.csv"
     with predictions.open("w", newline="") as handle:
@@ -100,7 +113,10 @@ def test_cli_writes_the_baseline_and_tests_a_model_for_size(tmp_path, cnmc, caps
     assert (tmp_path / "patients_by_size.png").stat().st_size > 0  # beside the model's predictions
     dependence = json.loads((tmp_path / "size_dependence.json").read_text())
     assert dependence["cells"] == 40 and dependence["roc_auc_model_at_matched_size"] == 1.0
-    assert "among cells of the same size 1.000" in capsys.readouterr().out
+    large = dependence["large_cell_donors"]
+    assert large["cells"] > 0 and large["specificity"] == 1.0 and large["roc_auc_against_all"] == 1.0
+    out = capsys.readouterr().out
+    assert "among cells of the same size 1.000" in out and "healthy donors with the largest cells (" in out
 
     with predictions.open("a") as handle:
         handle.write("elsewhere/UID_99_1_1_all.bmp,99,1,0.5\n")

@@ -4,7 +4,8 @@
 
 On the 13 donors of the new acquisition batch, healthy cells are larger than in fold_0/fold_1 (mean log area
 -1.82 against -2.10), and the shipped model over-called them. Our own healthy donors differ in size too: the third
-of them with the largest cells come close to that batch. This scores every committed out-of-fold predictions file
+of them with the largest cells come close to that batch (``training.size_baseline.large_cell_donors`` picks
+them). This scores every committed out-of-fold predictions file
 of :data:`RECIPES` on those donors' cells (specificity, and ROC-AUC against all ALL cells) beside the other healthy
 donors', and measures how far P(ALL) follows the cell's area within each class (Spearman), which the shift
 protocol's rescaling of one image can't show: a rescaled copy keeps the detail of the cell it came from.
@@ -19,13 +20,11 @@ from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
-from sklearn.metrics import roc_auc_score
 
 from cnmc import runs
-from cnmc.cells import CLASS_NAMES
 from cnmc.decision import calls_all
 from training.data import load_prepared
-from training.size_baseline import cell_area
+from training.size_baseline import cell_area, large_cell_donors
 
 # Recipe -> the folder of its pooled out-of-fold predictions (eval_predictions.csv.gz), as committed.
 RECIPES = {
@@ -39,38 +38,26 @@ RECIPES = {
     "14 nucleus features, trees": "results/nucleus-features",
     "mean of those two": "results/stacking",
 }
-LARGE_SHARE = 1 / 3  # the share of healthy donors, by mean cell area, that stand in for the new batch's
 
 
 def cell_areas(data_dir: str) -> dict[str, tuple[str, int, float]]:
-    """Cell name -> (patient, label, log of the share of the frame the cell covers)."""
+    """Cell name -> (patient, label, the share of the frame the cell covers)."""
     areas = {}
     for split in load_prepared(data_dir).values():
         for row in split.select_columns(["path", "patient_id", "label", "image"]):
-            areas[Path(row["path"]).stem] = (row["patient_id"], row["label"], float(np.log(cell_area(row["image"]))))
+            areas[Path(row["path"]).stem] = (row["patient_id"], row["label"], cell_area(row["image"]))
     return areas
 
 
-def large_donors(areas: dict[str, tuple[str, int, float]]) -> list[str]:
-    """The healthy donors whose mean log cell area is in the top :data:`LARGE_SHARE` of healthy donors."""
-    by_donor: dict[str, list[float]] = {}
-    for patient, label, area in areas.values():
-        if CLASS_NAMES[label] == "hem":
-            by_donor.setdefault(patient, []).append(area)
-    ranked = sorted(by_donor, key=lambda d: np.mean(by_donor[d]), reverse=True)
-    return ranked[: round(len(ranked) * LARGE_SHARE)]
-
-
-def score(folder: Path, areas: dict, large: list[str]) -> dict:
+def score(folder: Path, areas: dict) -> dict:
     rows = runs.read_predictions(runs.predictions_file(runs.report_file(folder)))
     p = np.array([float(r["prob_all"]) for r in rows])
     y = np.array([int(r["label"]) for r in rows])
     patients = np.array([r["patient_id"] for r in rows])
-    area = np.array([areas[Path(r["path"]).stem][2] for r in rows])
+    area = np.log([areas[Path(r["path"]).stem][2] for r in rows])
+    large = large_cell_donors(p, y, np.exp(area), patients)
     called = calls_all(p)
-    in_large = np.isin(patients, large)
-    big, other, blasts = (y == 0) & in_large, (y == 0) & ~in_large, y == 1
-    pick = big | blasts
+    other = (y == 0) & ~np.isin(patients, large["patients"])
     within_patients = [
         spearmanr(p[patients == d], area[patients == d]).statistic
         for d in np.unique(patients)
@@ -78,13 +65,12 @@ def score(folder: Path, areas: dict, large: list[str]) -> dict:
     ]
     return {
         "predictions": str(folder),
+        "large_cell_donors": large,
         "specificity": float(1 - called[y == 0].mean()),
-        "specificity_large_cell_donors": float(1 - called[big].mean()),
         "specificity_other_healthy_donors": float(1 - called[other].mean()),
-        "sensitivity": float(called[blasts].mean()),
-        "roc_auc_large_cell_donors_against_all": float(roc_auc_score(y[pick], p[pick])),
+        "sensitivity": float(called[y == 1].mean()),
         "rank_correlation_with_area_hem": float(spearmanr(p[y == 0], area[y == 0]).statistic),
-        "rank_correlation_with_area_all": float(spearmanr(p[blasts], area[blasts]).statistic),
+        "rank_correlation_with_area_all": float(spearmanr(p[y == 1], area[y == 1]).statistic),
         "rank_correlation_with_area_within_patients_median": float(np.median(within_patients)),
     }
 
@@ -95,22 +81,11 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
     areas = cell_areas(args.data_dir)
-    large = large_donors(areas)
-    donors = {
-        d: {
-            "cells": sum(a[0] == d for a in areas.values()),
-            "mean_log_area": np.mean([a[2] for a in areas.values() if a[0] == d]),
-        }
-        for d in large
-    }
-    results = {name: score(Path(folder), areas, large) for name, folder in RECIPES.items()}
+    results = {name: score(Path(folder), areas) for name, folder in RECIPES.items()}
     args.output.mkdir(parents=True, exist_ok=True)
-    summary = {"large_cell_donors": donors, "large_share": LARGE_SHARE, "recipes": results}
-    (args.output / "large_donors.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    print(
-        "large-cell healthy donors: "
-        + ", ".join(f"{d} ({v['cells']} cells, {v['mean_log_area']:.3f})" for d, v in donors.items())
-    )
+    (args.output / "large_donors.json").write_text(json.dumps(results, indent=2) + "\n")
+    large = next(iter(results.values()))["large_cell_donors"]  # the same donors for every recipe: the same cells
+    print(f"large-cell healthy donors: {', '.join(large['patients'])} ({large['cells']} cells)")
     print(
         "| recipe | specificity | large-cell donors | other healthy donors | sensitivity "
         "| AUC large-cell donors vs ALL | rho(P, area) HEM | ALL | within patients |"
@@ -118,9 +93,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(
-            f"| {name} | {r['specificity']:.3f} | {r['specificity_large_cell_donors']:.3f} | "
+            f"| {name} | {r['specificity']:.3f} | {r['large_cell_donors']['specificity']:.3f} | "
             f"{r['specificity_other_healthy_donors']:.3f} | {r['sensitivity']:.3f} | "
-            f"{r['roc_auc_large_cell_donors_against_all']:.3f} | {r['rank_correlation_with_area_hem']:+.2f} | "
+            f"{r['large_cell_donors']['roc_auc_against_all']:.3f} | {r['rank_correlation_with_area_hem']:+.2f} | "
             f"{r['rank_correlation_with_area_all']:+.2f} | "
             f"{r['rank_correlation_with_area_within_patients_median']:+.2f} |"
         )
