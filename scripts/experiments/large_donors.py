@@ -6,8 +6,9 @@ On the 13 donors of the new acquisition batch, healthy cells are larger than in 
 -1.82 against -2.10), and the shipped model over-called them. Our own healthy donors differ in size too: the third
 of them with the largest cells come close to that batch (``training.size_baseline.large_cell_donors`` picks
 them). This scores every committed out-of-fold predictions file of :data:`RECIPES` on those donors' cells
-(specificity, and ROC-AUC against all ALL cells) beside the other healthy donors', and measures how far P(ALL) follows the cell's area within each class (Spearman), which the shift
-protocol's rescaling of one image can't show: a rescaled copy keeps the detail of the cell it came from.
+(specificity, and ROC-AUC against all ALL cells) beside the other healthy donors', and measures how far P(ALL)
+follows the cell's area within each class (Spearman), which the shift protocol's rescaling of one image can't show:
+a rescaled copy keeps the detail of the cell it came from.
 Writes OUTPUT/large_donors.json and prints a markdown table.
 """
 
