@@ -288,8 +288,8 @@ def compare(
 
 
 def explain_all(models: Sequence[ServedModel], upload: object, members: object = None, flips: object = FLIPS_DEFAULT):
-    """-> (gallery of (the cell beside its Grad-CAM, caption), message) for the chosen ``members`` (default: every
-    available model)."""
+    """-> (gallery of (the cell beside its Grad-CAM, caption), message) for the chosen ``members`` (default: the
+    default ensemble's)."""
     try:
         ready, flips, checked = _chosen(models, members), _flips(flips), _read(upload)
     except _Refused as refusal:

@@ -230,9 +230,10 @@ def run_config(
     }
 
 
-def measured_range(train_set: datasets.Dataset) -> dict:
-    """The training cells' range of size and stain: the model folder keeps it, and the app flags cells outside it."""
-    measures = (measure(row["image"]) for row in train_set.select_columns(["image"]))
+def measured_range(cells: datasets.Dataset) -> dict:
+    """The range of size and stain of the training ``cells`` (an ``image`` column): the model folder keeps it, and
+    the app flags cells outside it."""
+    measures = (measure(row["image"]) for row in cells)
     return training_range(m for m in measures if m is not None)
 
 

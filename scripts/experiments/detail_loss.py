@@ -61,8 +61,8 @@ def main() -> None:
         loaded = load_model(str(folder))
         chosen = [c for c in cells if assignment[c["patient_id"]] == fold]
         chosen = random.sample(chosen, min(CELLS_PER_FOLD, len(chosen)))
+        images = [c["image"].convert("RGB") for c in chosen]
         for name, factor in DETAIL.items():
-            images = [c["image"].convert("RGB") for c in chosen]
             x = torch.stack([loaded.transform(i if factor is None else soften(i, factor)) for i in images])
             with torch.inference_mode():
                 scores[name] += calibrated(loaded.model(x), loaded.temperature)[:, 1].tolist()

@@ -54,8 +54,8 @@ def score(folder: Path, areas: dict) -> dict:
     p = np.array([float(r["prob_all"]) for r in rows])
     y = np.array([int(r["label"]) for r in rows])
     patients = np.array([r["patient_id"] for r in rows])
-    area = np.log([areas[Path(r["path"]).stem][2] for r in rows])
-    large = large_cell_donors(p, y, np.exp(area), patients)
+    area = np.array([areas[Path(r["path"]).stem][2] for r in rows])  # by rank, as log area would be
+    large = large_cell_donors(p, y, area, patients)
     called = calls_all(p)
     other = (y == 0) & ~np.isin(patients, large["patients"])
     within_patients = [
