@@ -19,7 +19,6 @@ fp32's on every fixture cell. Writes benchmarks/results/app_latency.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -28,14 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
-import timm
 import torch
 
+from benchmarks.configured import CELLS, configured
 from benchmarks.report import save
 from cnmc.calibration import calibrated
-from cnmc.export import CELL_NORMALIZATION_KEY, CONFIG_NAME
-from cnmc.load import LoadedModel, load_model
-from cnmc.preprocessing import CellNormalization, eval_transform
+from cnmc.load import LoadedModel
 from serving import fast, onnx_runtime
 from serving.images import load_image
 from serving.predict import ServedModel, predict
@@ -43,7 +40,6 @@ from serving.registry import MODELS
 
 THREADS = 2
 TARGET_MS = 150  # Compare's single-view p50 for the four models, transforms included
-CELLS = Path(__file__).resolve().parents[1] / "tests/fixtures/cnmc/C-NMC_Leukemia"
 CELL = CELLS / "training_data/fold_0/all/UID_3_2_1_all.webp"
 OUTPUT = Path(__file__).resolve().parent / "results" / "app_latency.json"
 EAGER, ONNX = "PyTorch fp32", "ONNX Runtime fp32"
@@ -52,16 +48,6 @@ VIEWS = ("bare forward", "single view", "flip-averaged")
 
 def _stats(times: list[float]) -> dict:
     return {"p50_ms": round(float(np.percentile(times, 50)), 2), "p95_ms": round(float(np.percentile(times, 95)), 2)}
-
-
-def _configured(entry) -> tuple[LoadedModel, str]:
-    """The model as its folder's config.json builds it: with the shipped weights if any, else random ones."""
-    if entry.shipped:
-        return load_model(str(entry.local_dir)), "shipped"
-    config = json.loads((entry.local_dir / CONFIG_NAME).read_text())
-    model = timm.create_model(f"local-dir:{entry.local_dir}", pretrained=False).eval()
-    transform = eval_transform(model, CellNormalization.from_config(config.get(CELL_NORMALIZATION_KEY)))
-    return LoadedModel(model, transform, config["label_names"], entry.local_dir, None), "random (not shipped)"
 
 
 def _onnx(loaded: LoadedModel, cache: Path) -> tuple[fast.Runner, dict]:
@@ -104,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     about, bare_inputs = {}, {}
     with tempfile.TemporaryDirectory() as cache:
         for entry in MODELS:
-            loaded, weights = _configured(entry)
+            loaded, weights = configured(entry)
             name = entry.display_name
             onnx_runner, onnx_timing = _onnx(loaded, Path(cache))
             runners = {EAGER: fast.fp32_runner(loaded.model), ONNX: onnx_runner}

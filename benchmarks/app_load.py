@@ -1,10 +1,13 @@
 """Load test: start the app, send concurrent gradio_client requests, report errors and latency percentiles.
 
-    python -m benchmarks.app_load [--clients 20] [--requests 10] [--concurrency 1 2] [--no-flips] [--during-batch 150]
+    python -m benchmarks.app_load [--clients 20] [--requests 10] [--compare-every 4] [--concurrency 1 2] [--no-flips]
+                                  [--during-batch 150]
 
-The app (``app.build_demo``, its handlers and queue, launched by ``app.serve``) serves randomly initialised models
-of the chosen backbones (weights don't change speed). Random weights have nothing to match fp32 on, so each runs in
-bf16 where the CPU supports it, the fastest path ``python app.py`` can pick. Each concurrency limit is one run.
+The app (``app.build_demo``, its handlers and queue, launched by ``app.serve``) serves the four models as
+models/*/config.json configures them (``benchmarks.configured``: the shipped weights, random ones for a model not
+shipped), each through ONNX Runtime where it matches eager fp32 on the fixture cells, as ``python app.py`` serves
+them. Each client sends /classify, and every ``--compare-every``-th request /compare with Compare's default members.
+Each concurrency limit is one run.
 
 Then, for each worst-case batch, one client sends /classify one request after another while the batch runs (for at
 most ``--during-batch`` seconds), against the target of a p95 of at most 2 s: a .zip of 1,000 one-bit PNGs of the
@@ -21,71 +24,107 @@ import os
 import tempfile
 import time
 import zipfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
 from gradio_client import Client, handle_file
 from PIL import Image
 
 import app
+from benchmarks.configured import CELLS, configured
 from benchmarks.report import save
-from cnmc.backbones import create_model, resolve_backbone
-from cnmc.load import LoadedModel
-from cnmc.preprocessing import eval_transform
-from serving import batch, fast, images
-from serving.predict import ServedModel
+from cnmc.calibration import calibrated
+from serving import batch, fast, images, onnx_runtime
+from serving.images import load_image
+from serving.predict import ServedModel, default_members
+from serving.registry import MODELS
 
 OUTPUT = Path(__file__).resolve().parent / "results" / "app_load.json"
 
 
-def served(name: str) -> ServedModel:
-    backbone = resolve_backbone(name)
-    model = create_model(backbone.timm_name, pretrained=False).eval()
-    runner = fast.bf16_runner(model) if fast.bf16_supported() else fast.fp32_runner(model)
-    loaded = LoadedModel(model, eval_transform(model), ["hem", "all"], Path("."), None)
-    return ServedModel(backbone.display_name, "random", loaded, runner)
+def served(cache: Path) -> list[ServedModel]:
+    """The four models, each through ONNX Runtime where it matches eager fp32 on the fixture cells, else fp32."""
+    cells = [load_image(p).image for p in sorted(CELLS.rglob("UID_*"))]
+    models = []
+    for entry in MODELS:
+        loaded, weights = configured(entry)
+        x = torch.stack([loaded.transform(cell) for cell in cells])
+        scale = partial(calibrated, temperature=loaded.temperature)
+        runner, why_not = onnx_runtime.onnx_runner(loaded.model, x, scale, cache)
+        model = ServedModel(entry.display_name, weights, loaded, runner or fast.fp32_runner(loaded.model))
+        model.reason = why_not
+        models.append(model)
+    return models
 
 
-def client_session(url: str, requests: int, model: str, flips: bool) -> tuple[list[float], list[str]]:
+def client_session(
+    url: str, requests: int, model: str, flips: bool, compare_every: int = 0, members: Sequence[str] = ()
+) -> tuple[dict[str, list[float]], list[str]]:
+    """``requests`` one after another: /classify with ``model``, and every ``compare_every``-th one /compare."""
     client = Client(url, verbose=False)
-    times, errors = [], []
+    times: dict[str, list[float]] = {}
+    errors = []
     for i in range(requests):
+        cell = handle_file(str(app.EXAMPLES[i % len(app.EXAMPLES)]))
+        endpoint = "/compare" if compare_every and i % compare_every == compare_every - 1 else "/classify"
         start = time.perf_counter()
         try:
-            label, message = client.predict(
-                handle_file(str(app.EXAMPLES[i % len(app.EXAMPLES)])), model, flips, api_name="/classify"
-            )
-            if not label:
+            if endpoint == "/compare":
+                message, _ = client.predict(cell, flips, list(members), api_name=endpoint)
+                failed = message.startswith("❌")
+            else:
+                label, message = client.predict(cell, model, flips, api_name=endpoint)
+                failed = not label
+            if failed:
                 errors.append(message)
         except Exception as error:  # a load test counts every failure, whatever its kind
             errors.append(f"{type(error).__name__}: {error}")
-        times.append((time.perf_counter() - start) * 1000)
+        times.setdefault(endpoint, []).append((time.perf_counter() - start) * 1000)
     return times, errors
 
 
-def run(models: list[ServedModel], concurrency: int, clients: int, requests: int, flips: bool) -> dict:
+def _percentiles(times: Sequence[float]) -> dict:
+    return {
+        "requests": len(times),
+        "p50_ms": round(float(np.percentile(times, 50)), 1),
+        "p95_ms": round(float(np.percentile(times, 95)), 1),
+    }
+
+
+def run(
+    models: list[ServedModel], concurrency: int, clients: int, requests: int, flips: bool, compare_every: int
+) -> dict:
     demo = app.build_demo(models, concurrency_limit=concurrency)
     app.serve(demo, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    members = [m.name for m in default_members(models)]
     try:
         start = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
             sessions = list(
-                pool.map(lambda _: client_session(demo.local_url, requests, models[0].name, flips), range(clients))
+                pool.map(
+                    lambda _: client_session(demo.local_url, requests, models[0].name, flips, compare_every, members),
+                    range(clients),
+                )
             )
         wall = time.perf_counter() - start
     finally:
         demo.close()
-    times = [t for session, _ in sessions for t in session]
+    by_endpoint: dict[str, list[float]] = {}
+    for session, _ in sessions:
+        for endpoint, times in session.items():
+            by_endpoint.setdefault(endpoint, []).extend(times)
     errors = [e for _, session in sessions for e in session]
     return {
         "concurrency_limit": concurrency,
-        "requests": len(times),
+        "requests": sum(len(t) for t in by_endpoint.values()),
         "errors": len(errors),
         "first_errors": errors[:3],
-        "p50_ms": round(float(np.percentile(times, 50)), 1),
-        "p95_ms": round(float(np.percentile(times, 95)), 1),
-        "throughput_per_s": round(len(times) / wall, 2),
+        **{endpoint: _percentiles(times) for endpoint, times in sorted(by_endpoint.items())},
+        "throughput_per_s": round(sum(len(t) for t in by_endpoint.values()) / wall, 2),
     }
 
 
@@ -121,7 +160,7 @@ def during_batch(models: list[ServedModel], archive: Path, seconds: float, flips
         times, errors = [], []
         while not job.done() and time.perf_counter() - start < seconds:
             session, failures = client_session(demo.local_url, 1, models[0].name, flips)
-            times += session
+            times += session["/classify"]
             errors += failures
         _, _, _, message = job.result()
         batch_s = time.perf_counter() - start + 3
@@ -131,11 +170,9 @@ def during_batch(models: list[ServedModel], archive: Path, seconds: float, flips
         "upload_bytes": archive.stat().st_size,
         "batch_message": message,
         "batch_seconds": round(batch_s, 1),
-        "classify_requests": len(times),
         "errors": len(errors),
         "first_errors": errors[:3],
-        "p50_ms": round(float(np.percentile(times, 50)), 1),
-        "p95_ms": round(float(np.percentile(times, 95)), 1),
+        **_percentiles(times),
         "max_ms": round(max(times), 1),
     }
 
@@ -144,31 +181,38 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--requests", type=int, default=10)
+    parser.add_argument("--compare-every", type=int, default=4, help="every Nth request is /compare; 0: none")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--backbones", nargs="+", default=["mobilenetv2"])
     parser.add_argument(
         "--flips", action=argparse.BooleanOptionalAction, default=app.FLIPS_DEFAULT, help="as the app's switch"
     )
     parser.add_argument("--during-batch", type=float, default=150, help="seconds of /classify per worst-case batch")
     args = parser.parse_args(argv)
-    models = [served(name) for name in args.backbones]
-    report = {
-        # The CPU may be shared: a load average above its core count at the start means the numbers are disturbed.
-        "cpu_cores": os.cpu_count(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "clients": args.clients,
-        "requests_per_client": args.requests,
-        "endpoint": "/classify",
-        "model": models[0].name,
-        "flips": args.flips,
-        "runs": [run(models, c, args.clients, args.requests, args.flips) for c in args.concurrency],
-    }
+    # The CPU may be shared: a load average above its core count at the start means the numbers are disturbed.
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory() as folder:
-        report["during_worst_case_batch"] = {
-            "target_p95_ms": 2000,
-            **{
-                name: during_batch(models, archive, args.during_batch, args.flips)
-                for name, archive in worst_case_batches(Path(folder)).items()
+        models = served(Path(folder))
+        report = {
+            "cpu_cores": os.cpu_count(),
+            "load_average_at_start": load_at_start,
+            "models": {
+                m.name: {"weights": m.source, "runs": m.runner.precision, "why_not_onnx": m.reason} for m in models
+            },
+            "clients": args.clients,
+            "requests_per_client": args.requests,
+            "classify_model": models[0].name,
+            "compare_every": args.compare_every,
+            "compare_members": [m.name for m in default_members(models)],
+            "flips": args.flips,
+            "runs": [
+                run(models, c, args.clients, args.requests, args.flips, args.compare_every) for c in args.concurrency
+            ],
+            "during_worst_case_batch": {
+                "target_p95_ms": 2000,
+                **{
+                    name: during_batch(models, archive, args.during_batch, args.flips)
+                    for name, archive in worst_case_batches(Path(folder)).items()
+                },
             },
         }
     save(report, OUTPUT)

@@ -24,7 +24,7 @@ from cnmc.backbones import Backbone, resolve_backbone
 from cnmc.cells import CLASS_NAMES
 from cnmc.export import CELL_NORMALIZATION_KEY, CONFIG_NAME, LABEL_NAMES, WEIGHTS_NAME, imagenet_tag
 from cnmc.load import read_calibration
-from serving.registry import MODELS, ROOT
+from serving.registry import MODELS, ROOT, RegisteredModel
 from training.crossval import OTHER_SEED_METRICS
 
 # A local path means nothing to the card's readers and can reveal the trainer's machine.
@@ -58,6 +58,12 @@ SHIPPED_RUNS = {
     "vgg19": "results/gpu-h200-vgg19-cv3/all",
     "inceptionv3": "results/cpu-inceptionv3-cv3/e12-all",
     "resnet101v2": "results/gpu-h200-resnet101v2-cv3/all",
+}
+# models/NAME -> its shipped weights scored under the shift protocol on official fold_1, cells they trained on, where
+# the cross-validation predates the protocol and its fold weights were not kept (training.evaluate's eval.json).
+SHIFTS_ON_TRAINING_CELLS = {
+    "mobilenetv2": "results/shipped-mobilenetv2-shifts/eval.json",
+    "inceptionv3": "results/shipped-inceptionv3-shifts/eval.json",
 }
 # eval.json key -> (model-index metric type, display name); model-index carries these, the body all of _METRICS.
 _INDEXED = {
@@ -129,13 +135,30 @@ def base_model(config: dict) -> str:
     return (registered.hf_hub_id if registered and registered.hf_hub_id else None) or f"timm/{full}"
 
 
-def model_card(model_dir: str | Path, *, repo_id: str, run_dir: str | Path | None = None) -> ModelCard:
-    """The card of ``model_dir``, whose run folder (by default its parent) holds run_config.json, eval.json, plots."""
+def model_card(
+    model_dir: str | Path,
+    *,
+    repo_id: str,
+    run_dir: str | Path | None = None,
+    shifts_on_training_cells: str | Path | None = None,
+) -> ModelCard:
+    """The card of ``model_dir``, whose run folder (by default its parent) holds run_config.json, eval.json, plots.
+
+    ``shifts_on_training_cells``: an eval.json of these weights under the shift protocol on cells they trained on,
+    shown when the run's own evaluation predates the protocol.
+    """
     model_dir = Path(model_dir)
     run_dir = model_dir.parent if run_dir is None else Path(run_dir)
     config = read_json(model_dir / CONFIG_NAME, "not a model folder written by cnmc.export")
     run = read_json(run_dir / runs.RUN_CONFIG, "the card needs the training run's hyperparameters")
     evaluation = read_json(runs.report_file(run_dir), "the card needs the saved model's validation evaluation")
+    protocol, training_cells = evaluation.get("shift_protocol"), None
+    if not protocol and shifts_on_training_cells:
+        shifted = read_json(Path(shifts_on_training_cells), "the shift protocol on the cells the model trained on")
+        protocol, training_cells = (
+            shifted.get("shift_protocol"),
+            f"{shifted['num_cells']:,} cells of {shifted['split']}",
+        )
     name = repo_id.split("/")[-1]
     data = ModelCardData(
         model_name=name,
@@ -164,6 +187,7 @@ def model_card(model_dir: str | Path, *, repo_id: str, run_dir: str | Path | Non
         repo_id=repo_id,
         **_model_facts(config, run),
         **_evaluation_tables(evaluation, _read_optional_json(runs.report_file(run_dir, FLIPPED_EVAL))),
+        **_shift_tables(protocol, training_cells),
         plots=[(p.name, PLOTS[p.name]) for p in present_plots(run_dir)],
         calibration=read_calibration(model_dir),
         weights=_stored_weights(model_dir),
@@ -228,8 +252,6 @@ def _evaluation_tables(evaluation: dict, flipped: dict | None) -> dict:
         "folds_table": None,
         "seeds_table": None,
         "flipped_scores": None,
-        "shift": None,
-        "shift_table": None,
     }
     if evaluation.get("folds"):  # pooled out-of-fold predictions (training.crossval): each fold's own scores too
         tables["folds_table"] = _table(
@@ -247,18 +269,23 @@ def _evaluation_tables(evaluation: dict, flipped: dict | None) -> dict:
         tables["flipped_scores"] = ", ".join(
             f"{label} {_number(flipped[key])}" for key, label in _FLIPPED.items() if flipped.get(key) is not None
         )
-    protocol = evaluation.get("shift_protocol")
-    if protocol and protocol.get("shifts"):
-        tables["shift"] = protocol
-        tables["shift_table"] = _table(
-            ["shift", "weighted F1", "change", "specificity", "ROC AUC", "mean abs. change of P(ALL)"],
-            [
-                (name, _number(s["f1_weighted"]), f"{-s['f1_drop']:+.4f}", _number(s["specificity"]),
-                 _number(s["roc_auc"]), _number(s["mean_abs_delta_p_all"]))
-                for name, s in protocol["shifts"].items()
-            ],
-        )  # fmt: skip
     return tables
+
+
+def _shift_tables(protocol: dict | None, training_cells: str | None) -> dict:
+    """The shift protocol's results as the template shows them; ``training_cells``: which cells the model trained on
+    it was measured on, when not out of fold."""
+    if not (protocol and protocol.get("shifts")):
+        return {"shift": None, "shift_table": None, "shift_training_cells": None}
+    table = _table(
+        ["shift", "weighted F1", "change", "specificity", "ROC AUC", "mean abs. change of P(ALL)"],
+        [
+            (name, _number(s["f1_weighted"]), f"{-s['f1_drop']:+.4f}", _number(s["specificity"]),
+             _number(s["roc_auc"]), _number(s["mean_abs_delta_p_all"]))
+            for name, s in protocol["shifts"].items()
+        ],
+    )  # fmt: skip
+    return {"shift": protocol, "shift_table": table, "shift_training_cells": training_cells}
 
 
 def shipped_run(model_dir: Path) -> Path:
@@ -268,13 +295,23 @@ def shipped_run(model_dir: Path) -> Path:
     return ROOT / SHIPPED_RUNS[model_dir.name]
 
 
+def shipped_card(model: RegisteredModel) -> ModelCard:
+    """The card of a registered model's folder in models/, from its committed run files."""
+    shifts = SHIFTS_ON_TRAINING_CELLS.get(model.local_dir.name)
+    return model_card(
+        model.local_dir,
+        repo_id=model.repo_id,
+        run_dir=shipped_run(model.local_dir),
+        shifts_on_training_cells=ROOT / shifts if shifts and (ROOT / shifts).is_file() else None,
+    )
+
+
 def write_shipped_cards() -> list[Path]:
     """Rewrite the README.md of each registered model's folder in models/ that exists; return the cards written."""
     written = []
     for model in MODELS:
         if (model.local_dir / CONFIG_NAME).is_file():
-            card = model_card(model.local_dir, repo_id=model.repo_id, run_dir=shipped_run(model.local_dir))
-            card.save(model.local_dir / "README.md")
+            shipped_card(model).save(model.local_dir / "README.md")
             written.append(model.local_dir / "README.md")
     return written
 

@@ -14,7 +14,7 @@ from PIL import Image
 from cnmc.cells import CLASS_NAMES
 from cnmc.export import LABEL_NAMES, TRAINED_TAG
 from cnmc.preprocessing import eval_transform
-from hub.card import model_card, shipped_run
+from hub.card import shipped_card
 from serving.registry import MODELS
 
 MODEL_DIRS = sorted(p.parent for p in (Path(__file__).parents[1] / "models").glob("*/config.json"))
@@ -51,8 +51,21 @@ def test_card_states_the_calibration_it_ships_with(folder):
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.local_dir.name)
 def test_card_is_what_hub_card_writes_from_the_committed_run(model):
     """A card edited by hand, or left behind by a change to the template, fails here: `python -m hub.card` fixes it."""
-    card = model_card(model.local_dir, repo_id=model.repo_id, run_dir=shipped_run(model.local_dir))
-    assert (model.local_dir / "README.md").read_text() == str(card)
+    assert (model.local_dir / "README.md").read_text() == str(shipped_card(model))
+
+
+def test_shipped_mobilenetv2_card_reports_its_shift_measurement_on_cells_it_trained_on():
+    """Its cross-validation predates the shift protocol; the card shows the protocol run on its training cells
+    (results/shipped-mobilenetv2-shifts/) as such, and that it fails the rule, instead of "not measured"."""
+    card = (MODELS[0].local_dir / "README.md").read_text()
+    section = card.split("## Under a shift of size or stain")[1].split("\n## ")[0]
+    assert (
+        "scored on 3,581 cells of C-NMC 2019 fold_1 (includes 14 patient(s) seen in training), cells they trained on"
+        in section
+    )
+    assert "| scale_1.33 | 0.6355 | -0.2652 | 0.1367 |" in section
+    assert "It **fails** the project's adoption rule" in section
+    assert "Not measured" not in section
 
 
 def test_card_snippets_give_the_apps_numbers():
