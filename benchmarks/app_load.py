@@ -55,9 +55,8 @@ def served(cache: Path) -> list[ServedModel]:
         x = torch.stack([loaded.transform(cell) for cell in cells])
         scale = partial(calibrated, temperature=loaded.temperature)
         runner, why_not = onnx_runtime.onnx_runner(loaded.model, x, scale, cache)
-        model = ServedModel(entry.display_name, weights, loaded, runner or fast.fp32_runner(loaded.model))
-        model.reason = why_not
-        models.append(model)
+        runner = runner or fast.fp32_runner(loaded.model)
+        models.append(ServedModel(entry.display_name, weights, loaded, runner, reason=why_not))
     return models
 
 
@@ -118,13 +117,14 @@ def run(
         for endpoint, times in session.items():
             by_endpoint.setdefault(endpoint, []).extend(times)
     errors = [e for _, session in sessions for e in session]
+    requests_sent = sum(len(t) for t in by_endpoint.values())
     return {
         "concurrency_limit": concurrency,
-        "requests": sum(len(t) for t in by_endpoint.values()),
+        "requests": requests_sent,
         "errors": len(errors),
         "first_errors": errors[:3],
         **{endpoint: _percentiles(times) for endpoint, times in sorted(by_endpoint.items())},
-        "throughput_per_s": round(sum(len(t) for t in by_endpoint.values()) / wall, 2),
+        "throughput_per_s": round(requests_sent / wall, 2),
     }
 
 
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_cores": os.cpu_count(),
             "load_average_at_start": load_at_start,
             "models": {
-                m.name: {"weights": m.source, "runs": m.runner.precision, "why_not_onnx": m.reason} for m in models
+                m.name: {"weights": m.source, "runtime": m.runner.precision, "why_not_onnx": m.reason} for m in models
             },
             "clients": args.clients,
             "requests_per_client": args.requests,
