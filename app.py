@@ -58,9 +58,11 @@ EXAMPLES = [
 ]
 PARITY_CELLS = sorted(CELLS.glob("UID_*"))  # the bf16 path must match fp32 on every one of these real cells
 # Single-cell events share one queue slot: two served within 6 % as fast in the load benchmark
-# (benchmarks/app_load.py). Batches queue in a group of their own, so one never holds up a single cell for longer
-# than one image (ServedModel.lock); the load benchmark measures /classify while a worst-case batch runs.
+# (benchmarks/app_load.py). Comparisons and batches queue in groups of their own, so neither holds up a single cell
+# for longer than one model's pass over one image (ServedModel.lock): behind one queue, a /classify waited up to 17 s
+# for flip-averaged comparisons. The load benchmark measures /classify beside both.
 CONCURRENCY_LIMIT = 1
+COMPARE_CONCURRENCY_LIMIT = 1
 BATCH_CONCURRENCY_LIMIT = 1
 MAX_QUEUE = 64
 MAX_UPLOAD = "50mb"
@@ -401,6 +403,7 @@ def build_demo(
     concurrency = {"concurrency_id": "cpu", "concurrency_limit": concurrency_limit}
     # Image events skip gradio's decoding: our loader, not gradio's, decodes untrusted uploads.
     image_event = {"preprocess": False, **concurrency}
+    compare_event = {"preprocess": False, "concurrency_id": "compare", "concurrency_limit": COMPARE_CONCURRENCY_LIMIT}
     status = "\n".join(f"- **{m.name}**: {m.status}" for m in models)
     band = results.uncertain_band(results_dir)
     # Uploads are patient-derived: Gradio's cache keeps nothing past an hour, nor across a restart; no telemetry.
@@ -496,14 +499,14 @@ def build_demo(
                 [compare_image, flips, members],
                 [compare_message, compare_table],
                 api_name="compare",
-                **image_event,
+                **compare_event,
             )
             explain_all_button.click(
                 partial(explain_all, models),
                 [compare_image, members, flips],
                 [gallery, gallery_message],
                 api_name="explain_all",
-                **image_event,
+                **compare_event,
             )
         with gr.Tab("Batch"):
             # A list of 20 files scrolls within this height instead of pushing the results down the page.

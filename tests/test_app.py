@@ -9,6 +9,7 @@ import io
 import json
 import os
 import struct
+import threading
 import time
 import zipfile
 import zlib
@@ -825,6 +826,33 @@ def test_gradio_client_calls_every_named_endpoint(models, uploads, tmp_path):
         assert len(table["data"]) == 3 and Path(csv).is_file()
         assert message == "3 files classified, averaged over 4 flips"
     finally:
+        demo.close()
+
+
+def test_a_comparison_in_progress_does_not_hold_up_a_single_cell(models, tmp_path, monkeypatch):
+    started, release = threading.Event(), threading.Event()
+    compare = app.compare
+
+    def held(*args, **kwargs):
+        started.set()
+        release.wait()
+        return compare(*args, **kwargs)
+
+    monkeypatch.setattr(app, "compare", held)
+    demo = app.build_demo(models, results_dir=tmp_path)
+    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(demo.local_url, verbose=False)
+        comparison = client.submit(handle_file(str(HEM_CELL)), api_name="/compare")
+        assert started.wait(60)
+        # Behind one queue this waits for the comparison, which waits for the release below: a timeout here.
+        label, _ = client.submit(handle_file(str(ALL_CELL)), "Tiny B", api_name="/classify").result(timeout=60)
+        assert label["label"] in ("ALL", "HEM") and not comparison.done()
+        release.set()
+        message, _ = comparison.result(timeout=60)
+        assert message.startswith("## Ensemble")
+    finally:
+        release.set()
         demo.close()
 
 
