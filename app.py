@@ -59,8 +59,8 @@ EXAMPLES = [
 PARITY_CELLS = sorted(CELLS.glob("UID_*"))  # the bf16 path must match fp32 on every one of these real cells
 # Single-cell events share one queue slot: two served within 6 % as fast in the load benchmark
 # (benchmarks/app_load.py). Comparisons and batches queue in groups of their own, so neither holds up a single cell
-# for longer than one model's pass over one image (ServedModel.lock): behind one queue, a /classify waited up to 17 s
-# for flip-averaged comparisons. The load benchmark measures /classify beside both.
+# for longer than one model's pass over one image (ServedModel.lock): behind one queue with flip-averaged
+# comparisons, /classify's p95 was 17 s in the load benchmark, which measures /classify beside both.
 CONCURRENCY_LIMIT = 1
 COMPARE_CONCURRENCY_LIMIT = 1
 BATCH_CONCURRENCY_LIMIT = 1
