@@ -25,12 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import onnxruntime
 import torch
 
 from benchmarks.configured import CELLS, configured
-from benchmarks.report import save
+from benchmarks.report import percentiles, save
 from cnmc.calibration import calibrated
 from cnmc.load import LoadedModel
 from serving import fast, onnx_runtime
@@ -44,10 +43,6 @@ CELL = CELLS / "training_data/fold_0/all/UID_3_2_1_all.webp"
 OUTPUT = Path(__file__).resolve().parent / "results" / "app_latency.json"
 EAGER, ONNX = "PyTorch fp32", "ONNX Runtime fp32"
 VIEWS = ("bare forward", "single view", "flip-averaged")
-
-
-def _stats(times: list[float]) -> dict:
-    return {"p50_ms": round(float(np.percentile(times, 50)), 2), "p95_ms": round(float(np.percentile(times, 95)), 2)}
 
 
 def _onnx(loaded: LoadedModel, cache: Path) -> tuple[fast.Runner, dict]:
@@ -120,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                     record.setdefault((name, view), []).append(predict(model, image, flips=flips).latency_ms)
                 record.setdefault(("Compare", view), []).append((time.perf_counter() - start) * 1000)
     stats = {
-        runtime: {key: _stats(values[args.warmup :]) for key, values in record.items()}
+        runtime: {key: percentiles(values[args.warmup :], digits=2) for key, values in record.items()}
         for runtime, record in times.items()
     }
     report = {

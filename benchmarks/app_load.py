@@ -29,14 +29,13 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 from gradio_client import Client, handle_file
 from PIL import Image
 
 import app
 from benchmarks.configured import CELLS, configured
-from benchmarks.report import save
+from benchmarks.report import percentiles, save
 from cnmc.calibration import calibrated
 from serving import batch, fast, images, onnx_runtime
 from serving.images import load_image
@@ -87,11 +86,7 @@ def client_session(
 
 
 def _percentiles(times: Sequence[float]) -> dict:
-    return {
-        "requests": len(times),
-        "p50_ms": round(float(np.percentile(times, 50)), 1),
-        "p95_ms": round(float(np.percentile(times, 95)), 1),
-    }
+    return {"requests": len(times), **percentiles(times)}
 
 
 def run(

@@ -17,10 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from benchmarks.report import save
+from benchmarks.report import percentiles, save
 from cnmc.backbones import create_model
 from serving import onnx_runtime
 from training.presets import PRESETS
@@ -38,7 +37,7 @@ def _latency(model: torch.nn.Module, size: int, cache: Path, repeats: int) -> di
         session(x)
         if step >= 3:  # the first calls allocate
             times.append((time.perf_counter() - start) * 1000)
-    return {"p50_ms": round(float(np.percentile(times, 50)), 1), "p95_ms": round(float(np.percentile(times, 95)), 1)}
+    return percentiles(times)
 
 
 def _training_rate(model: torch.nn.Module, size: int, batch: int, steps: int) -> float:
