@@ -18,7 +18,7 @@ from cnmc.load import load_model
 from cnmc.preprocessing import CellNormalization, eval_transform
 from hub.card import model_card
 from training import compare, crossval, evaluate, train
-from training.shifts import MAX_F1_DROP, SHIFTS, Shift, shift_report
+from training.shifts import MAX_F1_DROP, SHIFTS, Shift, columns_of, shift_report
 from training.size_baseline import add_cell_area, cross_validate
 
 SPLIT = Path(__file__).resolve().parents[1] / "splits" / "cnmc_cv3_seed0.json"
@@ -197,3 +197,12 @@ def test_the_final_model_carries_its_recipes_shift_result_to_the_card_and_the_ap
     assert all(f"| {s.name} |" in section for s in SHIFTS)
     assert ("It **passes**" if pooled["passes"] else "It **fails**") in section
     assert "covers 20% of the frame" in text and "Apply the cell normalisation first" in text
+
+
+def test_a_shifted_score_of_exactly_zero_is_kept_and_a_column_with_a_gap_is_not():
+    # Rows as the size baseline builds them (floats), and a CSV written before a shift was added (a blank cell).
+    rows = [
+        {"prob_all": 0.2, "prob_all@redder": 0.0, "prob_all@scale_1.25": 0.4},
+        {"prob_all": 0.9, "prob_all@redder": 0.7, "prob_all@scale_1.25": ""},
+    ]
+    assert columns_of(rows) == {"redder": [0.0, 0.7]}

@@ -39,9 +39,9 @@ from cnmc import runs
 from cnmc.export import SHIFT_PROTOCOL_NAME
 from training import atomic
 from training.compare import METRICS, mean_sd
-from training.evaluate import report, run_relative, write_report
+from training.evaluate import report, run_relative, summary, write_rows_report
 from training.presets import as_ran
-from training.shifts import columns_of, shift_report, summary_line
+from training.shifts import columns_of, shift_report
 
 # What --other-seed records of each seed's pooled evaluation.
 OTHER_SEED_METRICS = ["f1_weighted", "accuracy", "balanced_accuracy", "roc_auc", "patient_accuracy"]
@@ -190,21 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_dir and "shift_protocol" in result:  # travels with the model: the app words its caveat from it
         record = {"evaluated_on": result["split"], **result["shift_protocol"]}
         atomic.write_text(args.model_dir / SHIFT_PROTOCOL_NAME, json.dumps(record, indent=2) + "\n")
-    write_report(
-        result,
-        output,
-        paths=[r["path"] for r in rows],
-        patient_ids=[r["patient_id"] for r in rows],
-        labels=[int(r["label"]) for r in rows],
-        scores=[float(r["prob_all"]) for r in rows],
-        shifted=columns_of(rows),
-    )
-    print(
-        f"{result['split']}: weighted F1 {result['f1_weighted']:.4f}, accuracy {result['accuracy']:.4f}, "
-        f"ROC-AUC {result['roc_auc']}, patient accuracy {result['patient_accuracy']:.3f} -> {output}"
-    )
-    if "shift_protocol" in result:
-        print(summary_line(result["shift_protocol"]))
+    write_rows_report(result, rows, output)
+    print(summary(result, output))
     return 0
 
 

@@ -25,7 +25,7 @@ from cnmc import runs
 from cnmc.calibration import calibrated_prob_all
 from cnmc.export import CALIBRATION_NAME
 from cnmc.load import read_calibration
-from training.evaluate import report, write_report
+from training.evaluate import report, summary, write_report
 
 
 def read_member(run_dir: Path, evaluation: str, *, uncalibrated: bool) -> tuple[dict[str, dict], float]:
@@ -99,11 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         labels=labels,
         scores=probs.tolist(),
     )
-    print(
-        f"{result['model']}: weighted F1 {result['f1_weighted']:.4f}, accuracy {result['accuracy']:.4f}, "
-        f"ROC-AUC {result['roc_auc']:.4f}, balanced accuracy {result['balanced_accuracy']:.4f}, "
-        f"patient accuracy {result['patient_accuracy']:.3f} -> {args.output}"
-    )
+    print(summary(result, args.output))
     return 0
 
 

@@ -37,7 +37,7 @@ from training import atomic
 from training.data import CNMCDataError, add_data_arguments, load_from_args
 from training.metrics import cnmc_metric
 from training.plots import plot_confusion_matrix, plot_roc
-from training.shifts import COLUMN_PREFIX, SHIFTS, Shift, shift_report, summary_line
+from training.shifts import COLUMN_PREFIX, SHIFTS, Shift, columns_of, shift_report, summary_line
 from training.splits import split_cv_fold
 from training.transforms import pixel_batch
 
@@ -190,6 +190,33 @@ def write_report(
     atomic.write_text(output.with_name(output.stem + runs.PREDICTIONS_SUFFIX), buffer.getvalue())
 
 
+def write_rows_report(result: dict, rows: list[dict], output: str | Path) -> None:
+    """``write_report`` from the rows of a predictions CSV (``path``, ``patient_id``, ``label``, ``prob_all`` and
+    any shifted columns), as pooled folds and baselines hold them."""
+    write_report(
+        result,
+        output,
+        paths=[r["path"] for r in rows],
+        patient_ids=[r["patient_id"] for r in rows],
+        labels=[int(r["label"]) for r in rows],
+        scores=[float(r["prob_all"]) for r in rows],
+        shifted=columns_of(rows),
+    )
+
+
+def summary(result: dict, output: str | Path) -> str:
+    """Lines for a terminal: the headline scores, and the shift protocol's verdict where it was scored."""
+    auc = result["roc_auc"]
+    lines = [
+        f"{result.get('model') or 'model'}, {result['split']}: weighted F1 {result['f1_weighted']:.4f}, accuracy "
+        f"{result['accuracy']:.4f}, ROC-AUC {'n/a' if auc is None else f'{auc:.4f}'}, "
+        f"patient accuracy {result['patient_accuracy']:.3f} -> {output}"
+    ]
+    if "shift_protocol" in result:
+        lines.append(summary_line(result["shift_protocol"]))
+    return "\n".join(lines)
+
+
 def evaluation_split(dataset_dict: datasets.DatasetDict, names: list[str]) -> datasets.Dataset:
     missing = [n for n in names if n not in dataset_dict]
     if missing:
@@ -264,12 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     if accelerator.is_main_process:
         result["num_processes"] = accelerator.num_processes
         write_report(result, args.output, **table)
-        print(
-            f"{split}: weighted F1 {result['f1_weighted']:.4f}, accuracy {result['accuracy']:.4f}, "
-            f"ROC-AUC {result['roc_auc']}, patient accuracy {result['patient_accuracy']:.3f} -> {args.output}"
-        )
-        if "shift_protocol" in result:
-            print(summary_line(result["shift_protocol"]))
+        print(summary(result, args.output))
     # A rank that exits with its process group alive can abort at teardown (gloo: "terminate called without an
     # active exception") while the main process still writes the report; leave together, as training does.
     accelerator.wait_for_everyone()

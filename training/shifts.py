@@ -118,7 +118,7 @@ def shift_report(
 def columns_of(rows: Sequence[Mapping]) -> dict[str, list[float]]:
     """The shifted P(ALL) columns that every row of a predictions CSV holds, by shift name."""
     columns = [k for k in (rows[0] if rows else {}) if k.startswith(COLUMN_PREFIX)]
-    complete = [k for k in columns if all(r.get(k) for r in rows)]
+    complete = [k for k in columns if all(r.get(k) not in (None, "") for r in rows)]  # 0.0 is a score
     return {k.removeprefix(COLUMN_PREFIX): [float(r[k]) for r in rows] for k in complete}
 
 

@@ -38,9 +38,9 @@ from cnmc.decision import calls_all
 from training import atomic
 from training.compare import METRICS, mean_sd
 from training.data import CNMCDataError, add_data_arguments, load_from_args
-from training.evaluate import report, run_relative, write_report
+from training.evaluate import report, run_relative, summary, write_rows_report
 from training.plots import plot_patients_by_size
-from training.shifts import COLUMN_PREFIX, SHIFT_NAMES, SHIFTS, Shift, columns_of, shift_report, summary_line
+from training.shifts import COLUMN_PREFIX, SHIFT_NAMES, SHIFTS, Shift, columns_of, shift_report
 from training.splits import load_assignment, split_cv_fold
 
 MODEL_NAME = "cell area alone (logistic regression)"
@@ -219,21 +219,8 @@ def large_cell_donors(probs: np.ndarray, labels: np.ndarray, areas: np.ndarray, 
 
 def write_baseline(result: dict, rows: list[dict], output: Path) -> None:
     """OUTPUT/eval.json with its plots and predictions, which ``training.compare --baseline`` reads."""
-    write_report(
-        result,
-        output / "eval.json",
-        paths=[r["path"] for r in rows],
-        patient_ids=[r["patient_id"] for r in rows],
-        labels=[r["label"] for r in rows],
-        scores=[r["prob_all"] for r in rows],
-        shifted=columns_of(rows),
-    )
-    print(
-        f"{result['model']}, {result['split']}: weighted F1 {result['f1_weighted']:.4f}, accuracy "
-        f"{result['accuracy']:.4f}, ROC-AUC {result['roc_auc']:.4f}, patient accuracy {result['patient_accuracy']:.3f}"
-    )
-    if "shift_protocol" in result:
-        print(summary_line(result["shift_protocol"]))
+    write_rows_report(result, rows, output / "eval.json")
+    print(summary(result, output / "eval.json"))
 
 
 def main(argv: list[str] | None = None) -> int:
