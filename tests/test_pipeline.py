@@ -45,14 +45,28 @@ def test_a_campaign_leaves_a_calibrated_final_model_evaluated_out_of_fold(tmp_pa
     table = (out / "compare" / "comparison.md").read_text()
     assert "MobileNetV2" in table and "cell area" in table
     assert all((out / "logs" / f"mobilenetv2-best-{p}.log").is_file() for p in ("cv0", "cv1", "cv2", "all"))
+    capsys.readouterr()
+    # Run again, it trains nothing finished; a run whose end was cut short continues from its checkpoint.
+    (out / "mobilenetv2-best-cv1" / runs.TRAINING_CURVES).unlink()
+    assert pipeline.main([*args, "--one-at-a-time", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    trains = [shlex.split(line) for line in printed.splitlines() if "training.train" in line]
+    assert [t[t.index("--output-dir") + 1] for t in trains] == [str(out / "mobilenetv2-best-cv1")]
+    assert "--resume" in trains[0] and not printed.splitlines()[-1].endswith("&")
+    assert all(f"# mobilenetv2-best-{p}: finished, skipped" in printed for p in ("cv0", "cv2", "all"))
 
 
-def test_a_failed_run_stops_the_pipeline_and_names_its_log(tmp_path, capsys):
+@pytest.mark.parametrize("order", [[], ["--one-at-a-time"]])
+def test_a_failed_run_stops_the_pipeline_and_names_its_log(tmp_path, capsys, order):
     args = ["--data-dir", str(tmp_path / "nowhere"), "--output", str(tmp_path / "c"), "--cv-split", str(SPLIT), *TINY]
-    assert pipeline.main(args) == 1
+    assert pipeline.main([*args, *order]) == 1
     error = capsys.readouterr().err
     assert "mobilenetv2-best-cv0" in error and str(tmp_path / "c" / "logs") in error
     assert not (tmp_path / "c" / "compare").exists()
+    started = sorted(log.stem for log in (tmp_path / "c" / "logs").glob("*.log"))
+    # Side by side every run had started; one after another, none starts after a failure.
+    everything = [f"mobilenetv2-best-{part}" for part in ("all", "cv0", "cv1", "cv2")]
+    assert started == (["mobilenetv2-best-cv0"] if order else everything)
 
 
 def test_a_missing_split_is_refused(tmp_path):

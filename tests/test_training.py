@@ -196,10 +196,12 @@ def test_resume_continues_exactly(tmp_path):
     assert train.main([*common, "--output-dir", str(straight)]) == 0
     assert train.main([*common, "--output-dir", str(resumed), "--stop-after", "1"]) == 0
     assert json.loads((resumed / "checkpoints" / "last" / "trainer_state.json").read_text())["epoch"] == 1
+    assert train.finished(straight) and not train.finished(resumed)  # a planned stop has its curves, not its epochs
     # Nothing in the checkpoint is unpickled on --resume: the EMA copy travels as safetensors.
     checkpoint = resumed / "checkpoints" / "last"
     assert (checkpoint / train.EMA_STATE).is_file() and not list(checkpoint.glob("custom_checkpoint*"))
     assert train.main([*common, "--output-dir", str(resumed), "--resume"]) == 0
+    assert train.finished(resumed)
     a = load_file(straight / "checkpoints" / "last" / "model.safetensors")
     b = load_file(resumed / "checkpoints" / "last" / "model.safetensors")
     assert all(torch.allclose(a[k], b[k]) for k in a)

@@ -4,6 +4,7 @@ and one comparison table over every backbone.
 
     python -m training.pipeline --data-dir prepared --backbones mobilenetv2 inceptionv3 --output runs/campaign
     python -m training.pipeline ... --dry-run      # print every command, run none
+    python -m training.pipeline ... --one-at-a-time   # on a CPU; run again to continue where it stopped
 
 Each backbone gets OUTPUT/BACKBONE-PRESET-cv0..cv2 (validated on one fold of --cv-split, trained on the others)
 and OUTPUT/BACKBONE-PRESET-all (trained on every patient, keeping its latest epoch, as the folds do, so that their
@@ -15,9 +16,12 @@ pooled predictions are an honest evaluation of it). Then, in order, what each wr
 3. ``training.size_baseline``: OUTPUT/size-baseline (cell area alone) and how far the model follows size;
 4. ``training.compare``: OUTPUT/compare, every backbone's folds beside the baselines.
 
-``--time-limit`` stops a training run after that many seconds; it keeps its latest finished epoch, so the
-rest of the pipeline still runs. Each run's output goes to OUTPUT/logs/RUN.log. Publishing the final models is a
-separate step (``python -m hub.publish``).
+``--one-at-a-time`` trains the runs one after another instead of side by side (a CPU's cores are filled by one
+run of a large backbone). Run again, the same command skips finished runs and resumes interrupted ones from their
+last checkpoint. ``--time-limit`` stops the training after that many seconds: side by side, every run keeps its
+latest finished epoch and the rest of the pipeline still runs; one after another, the runs not yet started wait for
+the next invocation. Each run's output goes to OUTPUT/logs/RUN.log. Publishing the final models is a separate step
+(``python -m hub.publish``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import torch
 
 from cnmc import runs
 from training.presets import PRESETS
+from training.train import finished, last_checkpoint
 
 FOLDS = 3
 PYTHON = "python"
@@ -115,13 +120,39 @@ def run_folder(args: argparse.Namespace, backbone: str, part: str) -> Path:
     return args.output / f"{backbone}-{args.preset}-{part}"
 
 
-def train_side_by_side(steps: list[Step], logs: Path, time_limit: float | None) -> list[str]:
-    """Starts every run at once and waits for them; the names of runs that failed (a stopped run has not failed)."""
+def pending(steps: list[Step], output: Path) -> list[Step]:
+    """The runs still to train: a finished one is skipped, an interrupted one continues from its checkpoint."""
+    todo = []
+    for step in steps:
+        folder = output / step.name
+        if finished(folder):
+            print(f"# {step.name}: finished, skipped", flush=True)
+        else:
+            todo.append(Step(step.name, [*step.argv, "--resume"]) if last_checkpoint(folder) else step)
+    return todo
+
+
+def train_runs(
+    steps: list[Step], logs: Path, time_limit: float | None, *, one_at_a_time: bool = False
+) -> tuple[list[str], list[str]]:
+    """Trains the runs side by side, or one after another; the names of those that failed and of those that
+    --time-limit or a failure left unstarted. A run stopped at the limit has not failed: it keeps its latest epoch."""
     logs.mkdir(parents=True, exist_ok=True)
     deadline = None if time_limit is None else time.monotonic() + time_limit
+    batches = [[step] for step in steps] if one_at_a_time else [steps]
+    failed = []
+    for i, batch in enumerate(batches):
+        if failed or (deadline is not None and time.monotonic() >= deadline):
+            return failed, [step.name for later in batches[i:] for step in later]
+        failed += train_together(batch, logs, deadline)
+    return failed, []
+
+
+def train_together(steps: list[Step], logs: Path, deadline: float | None) -> list[str]:
+    """Starts the runs at once and waits for them; the names of those that failed."""
     running = []
     for step in steps:
-        log = (logs / f"{step.name}.log").open("w")
+        log = (logs / f"{step.name}.log").open("a")  # a continued run adds to its log
         # A session of its own, so that stopping a run stops its data-loader workers too.
         process = subprocess.Popen(step.runnable(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         running.append((step, log, process))
@@ -160,21 +191,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-args", default="", help='more training.train flags for every run, e.g. "--mixup 0.2"')
     parser.add_argument("--max-cells", type=int, help="train and validate each run on this many cells (smoke tests)")
     parser.add_argument("--time-limit", type=float, help="seconds before the training runs are stopped")
+    parser.add_argument(
+        "--one-at-a-time",
+        action="store_true",
+        help="train the runs one after another instead of side by side: on a CPU, whose cores one run fills",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print every command in order and run none")
     args = parser.parse_args(argv)
     if not args.dry_run and not args.cv_split.is_file():
         parser.error(f"--cv-split {args.cv_split} does not exist")
 
-    training, evaluation = training_runs(args), evaluation_steps(args)
+    training, evaluation = pending(training_runs(args), args.output), evaluation_steps(args)
     if args.dry_run:
-        print("# side by side")
-        print("\n".join(f"{step.command()} > {args.output / 'logs' / step.name}.log 2>&1 &" for step in training))
+        print("# one after another" if args.one_at_a_time else "# side by side")
+        background = "" if args.one_at_a_time else " &"
+        for step in training:
+            print(f"{step.command()} >> {args.output / 'logs' / step.name}.log 2>&1{background}")
         print("wait\n# then in order")
         print("\n".join(step.command() for step in evaluation))
         return 0
-    failed = train_side_by_side(training, args.output / "logs", args.time_limit)
+    failed, unstarted = train_runs(training, args.output / "logs", args.time_limit, one_at_a_time=args.one_at_a_time)
     if failed:
         print(f"error: {', '.join(failed)} failed: see their logs in {args.output / 'logs'}", file=sys.stderr)
+        return 1
+    if unstarted:
+        print(
+            f"stopped at --time-limit before {', '.join(unstarted)} started: run the same command again to continue",
+            file=sys.stderr,
+        )
         return 1
     for step in evaluation:
         print(f"== {step.name}", flush=True)

@@ -58,6 +58,7 @@ from training.splits import split_by_folds, split_cv_fold
 from training.transforms import Augmentation, BatchAugment, decoder, mix_batch
 
 logger = logging.getLogger(__name__)
+TRAINER_STATE = "trainer_state.json"  # the epoch a checkpoint ends, beside Accelerate's state
 # The EMA copy is checkpointed as safetensors beside Accelerate's state, which it loads with weights_only=True:
 # registered as a custom checkpoint instead, --resume would unpickle it, running whatever code a run folder holds.
 EMA_STATE = "ema.safetensors"
@@ -246,6 +247,21 @@ def start_measuring(train_set: datasets.Dataset) -> concurrent.futures.Future:
     return measuring
 
 
+def last_checkpoint(out: str | Path) -> Path | None:
+    """The run folder's state for --resume, if it has one."""
+    return atomic.existing_dir(Path(out) / runs.CHECKPOINTS / "last")
+
+
+def finished(out: str | Path) -> bool:
+    """Whether the run in ``out`` trained every epoch of its recipe and wrote what follows: its curves come last."""
+    checkpoint, curves = last_checkpoint(out), Path(out) / runs.TRAINING_CURVES
+    if checkpoint is None or not curves.is_file():
+        return False
+    state = checkpoint / TRAINER_STATE
+    trained = json.loads(state.read_text())["epoch"] >= runs.read_run_config(out)["epochs"]
+    return trained and curves.stat().st_mtime >= state.stat().st_mtime
+
+
 def train(args: argparse.Namespace) -> Path:
     recipe = build_recipe(args.preset, vars(args))
     out = Path(args.output_dir)
@@ -255,10 +271,10 @@ def train(args: argparse.Namespace) -> Path:
         # non_blocking: batches come from pinned memory, so their copy to the GPU need not stall the host.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=True),
     )
-    resume_from = atomic.existing_dir(last) if args.resume else None
+    resume_from = last_checkpoint(out) if args.resume else None
     if args.resume and resume_from is None:
         raise ValueError(f"--resume: no checkpoint in {last}")
-    if not args.resume and atomic.existing_dir(last):
+    if not args.resume and last_checkpoint(out):
         raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose another --output-dir")
     set_seed(args.seed)
     with accelerator.main_process_first():
@@ -340,7 +356,7 @@ def train(args: argparse.Namespace) -> Path:
             if not ema_file.is_file():
                 raise ValueError(f"--resume: {ema_file} is missing (a checkpoint older than the EMA's own file)")
             ema.load_state_dict(load_file(ema_file, device=str(accelerator.device)))
-        state = json.loads((resume_from / "trainer_state.json").read_text())
+        state = json.loads((resume_from / TRAINER_STATE).read_text())
         start_epoch, best_f1 = state["epoch"], state["best_f1"]
         rows = rows[:start_epoch]
         accelerator.print(f"Resuming {out} after epoch {start_epoch}")
@@ -458,7 +474,7 @@ def train(args: argparse.Namespace) -> Path:
                 save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, tmp_state / EMA_STATE)
             if accelerator.is_main_process:
                 state = {"epoch": epoch + 1, "best_f1": best_f1}
-                atomic.write_text(tmp_state / "trainer_state.json", json.dumps(state))
+                atomic.write_text(tmp_state / TRAINER_STATE, json.dumps(state))
                 atomic.replace_dir(tmp_state, last)
             accelerator.wait_for_everyone()
         if stopping:
