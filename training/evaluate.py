@@ -209,8 +209,8 @@ def summary(result: dict, output: str | Path) -> str:
     auc = result["roc_auc"]
     lines = [
         f"{result.get('model') or 'model'}, {result['split']}: weighted F1 {result['f1_weighted']:.4f}, accuracy "
-        f"{result['accuracy']:.4f}, ROC-AUC {'n/a' if auc is None else f'{auc:.4f}'}, "
-        f"patient accuracy {result['patient_accuracy']:.3f} -> {output}"
+        f"{result['accuracy']:.4f}, balanced accuracy {result['balanced_accuracy']:.4f}, ROC-AUC "
+        f"{'n/a' if auc is None else f'{auc:.4f}'}, patient accuracy {result['patient_accuracy']:.3f} -> {output}"
     ]
     if "shift_protocol" in result:
         lines.append(summary_line(result["shift_protocol"]))
