@@ -247,9 +247,14 @@ def start_measuring(train_set: datasets.Dataset) -> concurrent.futures.Future:
     return measuring
 
 
+def checkpoint_dir(out: str | Path) -> Path:
+    """Where a run saves its state for --resume."""
+    return Path(out) / runs.CHECKPOINTS / "last"
+
+
 def last_checkpoint(out: str | Path) -> Path | None:
     """The run folder's state for --resume, if it has one."""
-    return atomic.existing_dir(Path(out) / runs.CHECKPOINTS / "last")
+    return atomic.existing_dir(checkpoint_dir(out))
 
 
 def finished(out: str | Path) -> bool:
@@ -265,7 +270,7 @@ def finished(out: str | Path) -> bool:
 def train(args: argparse.Namespace) -> Path:
     recipe = build_recipe(args.preset, vars(args))
     out = Path(args.output_dir)
-    last = out / runs.CHECKPOINTS / "last"
+    last = checkpoint_dir(out)
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         # non_blocking: batches come from pinned memory, so their copy to the GPU need not stall the host.
