@@ -108,6 +108,11 @@ def test_card_front_matter_names_no_dataset_that_is_not_on_the_hub(folder):
     assert "datasets:" not in front_matter  # C-NMC 2019 has no Hub id; the body links it
     assert "https://doi.org/10.7937/tcia.2019.dc64i46r" in card and "@article{gupta2022cnmc" in card
     assert "@software{cnmc_all_detector" in card
+    # Each entry is "@type{key," then one indented "field = {...}," a line, then "}": what BibTeX tools parse.
+    entries = re.findall(r"^@\w+\{\w+,\n(.*?)^\}$", card, flags=re.DOTALL | re.MULTILINE)
+    assert len(entries) == 3
+    for fields in entries:
+        assert all(re.fullmatch(r"  \w+ *= \{.*\},?", line) for line in fields.splitlines()), fields
 
 
 def test_card_images_resolve_in_the_apps_models_tab():
