@@ -197,9 +197,12 @@ def load_metrics(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     with path.open() as handle:
-        return [
+        rows = [
             {k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(handle)
         ]
+    for row in rows:  # written back on --resume as the epochs after it are: 1, not 1.0
+        row["epoch"] = int(row["epoch"])
+    return rows
 
 
 def run_config(
