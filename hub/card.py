@@ -57,7 +57,7 @@ SHIPPED_RUNS = {
     "mobilenetv2": "results/cpu-mobilenetv2-mildcolour-cv3/all",
     "vgg19": "results/gpu-h200-vgg19-cv3/all",
     "inceptionv3": "results/cpu-inceptionv3-cv3/e12-all",
-    "resnet101v2": "results/gpu-h200-resnet101v2-cv3/all",
+    "resnet101v2": "results/cpu-resnet101v2-cv3/all",
 }
 # models/NAME -> its shipped weights scored under the shift protocol on official fold_1, cells they trained on, where
 # the cross-validation predates the protocol and its fold weights were not kept (training.evaluate's eval.json).

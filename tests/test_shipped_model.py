@@ -54,13 +54,13 @@ def test_the_app_starts_offline_with_the_shipped_models_and_says_why_the_others_
     monkeypatch.setattr(onnx_runtime, "CACHE_DIR", tmp_path)  # its export, not the user's cache
     demo = app.build_demo()  # the registry, as `python app.py` builds it
     texts = [str(b.value) for b in demo.blocks.values() if isinstance(b, gr.Markdown)]
-    assert any("2 of 4 models available: MobileNetV2, InceptionV3" in text for text in texts)
+    assert any("3 of 4 models available: MobileNetV2, InceptionV3, ResNet101V2" in text for text in texts)
     (listing,) = [text for text in texts if text.startswith("- **")]  # the "Model status" accordion
     status = {line.split("**")[1]: line for line in listing.splitlines()}
     assert sorted(status) == ["InceptionV3", "MobileNetV2", "ResNet101V2", "VGG19"]
-    for name in ("MobileNetV2", "InceptionV3"):  # ONNX Runtime is the default where it gives PyTorch's answers
+    # ONNX Runtime is the default where it gives PyTorch's answers
+    for name in ("MobileNetV2", "InceptionV3", "ResNet101V2"):
         assert status[name].startswith(f"- **{name}**: available (ONNX Runtime fp32, T = "), status[name]
-    for name in ("VGG19", "ResNet101V2"):
-        assert "unavailable: not published yet: " in status[name], status[name]  # no weights, no pinned revision
+    assert "unavailable: not published yet: " in status["VGG19"], status["VGG19"]  # no weights, no pinned revision
     cards = {t.split("**")[1] for t in texts if "_Its card as committed to this repository" in t}
-    assert cards == {"VGG19", "ResNet101V2"}
+    assert cards == {"VGG19"}
