@@ -53,8 +53,8 @@ PRECISIONS = ("auto", "bf16", "fp32")
 RUNTIME = os.environ.get("CNMC_RUNTIME", "onnx")
 RUNTIMES = ("onnx", "torch")
 # Compare's default ensemble, as measured on unseen patients (results/ensembles/shipped-*, docs/results.md): the
-# four shipped recipes together rank best (ROC-AUC 0.892) at the best balanced accuracy, and ResNet101V2 raises the
-# ranking of whichever of the others it joins.
+# four backbones' recipes together rank best (ROC-AUC 0.892) at the best balanced accuracy, and ResNet101V2 raises
+# the ranking of whichever of the others it joins.
 ENSEMBLE = ("MobileNetV2", "InceptionV3", "VGG19", "ResNet101V2")
 
 
